@@ -1,0 +1,461 @@
+"""The command line: ``aggregator COMMAND``.
+
+Settings are loaded here, once, and passed down. Exit codes: 0 success (also
+when some feeds failed: their errors are recorded on the feeds), 1 the
+command could not do its job (bad argument, unknown feed), 2 usage error,
+3 the service cannot work (bad configuration, database unavailable or out of
+date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from aggregator import __version__, config
+from aggregator.config import ConfigError, Settings
+from aggregator.models import UpdateReport
+from aggregator.storage import FeedExistsError, Storage, StorageError
+
+log = logging.getLogger("aggregator")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+
+
+class CommandError(Exception):
+    """A command could not do what was asked; the message is for the user."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def demo_dir() -> Path:
+    """The bundled demo feeds (``data/`` in the repository, ``aggregator.data`` when installed)."""
+    return Path(str(resources.files("aggregator.data")))
+
+
+def normalise_feed_url(value: str) -> str:
+    """http(s) URLs as given; ``file://`` URLs and paths become absolute ``file://`` URLs."""
+    value = value.strip()
+    scheme = urlsplit(value).scheme.lower()
+    if scheme in {"http", "https"}:
+        return value
+    if scheme == "file":
+        return value
+    if scheme and len(scheme) > 1:
+        raise CommandError(f"unsupported URL scheme {scheme!r}: use http(s)://, file:// or a path")
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise CommandError(f"no such file: {path}")
+    return path.as_uri()
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def open_storage(settings: Settings, *, upgrade: bool | None = None) -> Storage:
+    """Open the database and make sure its schema is current.
+
+    The embedded default (SQLite) upgrades itself; other databases must be
+    upgraded with ``aggregator db upgrade`` (processes refuse to start on an
+    out-of-date schema).
+    """
+    storage = Storage(settings.database_url)
+    storage.ensure_schema(auto_upgrade=storage.is_sqlite if upgrade is None else upgrade)
+    return storage
+
+
+def make_engine(settings: Settings) -> Any:
+    from aggregator.cluster import ClusterSettings
+    from aggregator.ingest import ClusterEngine
+
+    return ClusterEngine(ClusterSettings.from_settings(settings))
+
+
+def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_aggregator", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+    )
+    handler._aggregator = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    logging.getLogger("waitress").setLevel(max(level, logging.INFO))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_feeds_add(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    url = normalise_feed_url(args.url)
+    storage = open_storage(settings)
+    try:
+        feed = storage.add_feed(url, now=_now(), folder=args.folder, title=args.title)
+    except FeedExistsError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"added feed {feed.id}: {feed.url}", file=out)
+    return EXIT_OK
+
+
+def cmd_feeds_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    feeds = storage.list_feeds()
+    if args.json:
+        for feed in feeds:
+            print(json.dumps(_feed_json(feed), ensure_ascii=False), file=out)
+        return EXIT_OK
+    if not feeds:
+        print("no feeds; add one with `aggregator feeds add URL`", file=out)
+        return EXIT_OK
+    for feed in feeds:
+        status = "ok" if feed.error_count == 0 else f"ERROR x{feed.error_count}: {feed.last_error}"
+        if feed.last_fetched_at is None:
+            status = "never fetched"
+        print(
+            f"{feed.id:>5}  {feed.title or '-'}  <{feed.url}>\n"
+            f"       folder={feed.folder or '-'} articles={feed.article_count} status={status} "
+            f"next_check={feed.next_check_at.isoformat(timespec='seconds')}",
+            file=out,
+        )
+    return EXIT_OK
+
+
+def _feed_json(feed: Any) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": feed.id,
+        "url": feed.url,
+        "title": feed.title,
+        "folder": feed.folder,
+        "articles": feed.article_count,
+        "last_fetched_at": iso(feed.last_fetched_at),
+        "last_success_at": iso(feed.last_success_at),
+        "next_check_at": iso(feed.next_check_at),
+        "error_count": feed.error_count,
+        "last_error": feed.last_error,
+    }
+
+
+def cmd_feeds_remove(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    if not storage.remove_feed(args.id):
+        raise CommandError(f"no feed with id {args.id}")
+    print(f"removed feed {args.id} (its articles and stories are kept)", file=out)
+    return EXIT_OK
+
+
+def import_opml(storage: Storage, path: Path, *, out: TextIO | None = None) -> tuple[int, int]:
+    from aggregator.opml import OPMLError, parse_opml
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        subscriptions = parse_opml(data, base_dir=path.resolve().parent)
+    except OPMLError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    added = skipped = 0
+    for sub in subscriptions:
+        try:
+            url = normalise_feed_url(sub.url)
+            storage.add_feed(url, now=_now(), folder=sub.folder, title=sub.title)
+            added += 1
+        except FeedExistsError:
+            skipped += 1
+        except CommandError as exc:
+            skipped += 1
+            if out is not None:
+                print(f"skipped {sub.url}: {exc}", file=out)
+    return added, skipped
+
+
+def cmd_feeds_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    added, skipped = import_opml(storage, Path(args.file), out=out)
+    print(f"imported {added} feeds ({skipped} already subscribed or skipped)", file=out)
+    return EXIT_OK
+
+
+def cmd_feeds_export(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from aggregator.opml import build_opml
+
+    storage = open_storage(settings)
+    out.write(build_opml(storage.list_feeds(), now=_now()).decode("utf-8"))
+    return EXIT_OK
+
+
+def _print_report(out: TextIO) -> Any:
+    def show(report: UpdateReport) -> None:
+        if report.status == "error":
+            print(f"feed {report.feed_id}: error: {report.error}  <{report.url}>", file=out)
+        elif report.status == "not_modified":
+            print(f"feed {report.feed_id}: not modified  <{report.url}>", file=out)
+        else:
+            print(
+                f"feed {report.feed_id}: {report.new} new, {report.updated} updated, "
+                f"{report.unchanged} unchanged  <{report.url}>",
+                file=out,
+            )
+
+    return show
+
+
+def cmd_update(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from aggregator.ingest import run_pass
+
+    storage = open_storage(settings)
+    engine = make_engine(settings)
+    report = run_pass(storage, engine, settings, all_feeds=args.all, on_report=_print_report(out))
+    errors = sum(1 for r in report.feeds if r.status == "error")
+    print(
+        f"updated {len(report.feeds)} feeds ({errors} with errors); clustered "
+        f"{report.cluster.clustered} articles: {report.cluster.new_stories} new stories, "
+        f"{report.cluster.joined} joined existing ones, {report.cluster.merges} merged",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def cmd_stories_export(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    target = open(args.output, "w", encoding="utf-8") if args.output else out
+    try:
+        for item in storage.iter_stories():
+            record = {
+                "id": item.story.id,
+                "headline": item.story.headline,
+                "articles": [
+                    {
+                        "id": a.id,
+                        "url": a.url,
+                        "title": a.title,
+                        "source": a.source,
+                        "published": a.published.isoformat(),
+                    }
+                    for a in item.articles
+                ],
+            }
+            target.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if target is not out:
+            target.close()
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = Storage(settings.database_url)
+    storage.upgrade()
+    current, head = storage.schema_status()
+    print(f"database at revision {current} (head {head})", file=out)
+    return EXIT_OK
+
+
+def cmd_db_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = Storage(settings.database_url)
+    current, head = storage.schema_status()
+    state = "current" if current == head else "OUT OF DATE: run `aggregator db upgrade`"
+    print(f"database revision {current or 'none'}, head {head}: {state}", file=out)
+    return EXIT_OK if current == head else EXIT_SERVICE
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    if args.markdown:
+        print(config.markdown_table(), file=out)
+        return EXIT_OK
+    for name, value in settings.redacted().items():
+        print(f"{name} = {json.dumps(value)}", file=out)
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from aggregator.evaluate import evaluate_file
+
+    result = evaluate_file(Path(args.file), settings, predictions=Path(args.predictions) if args.predictions else None)
+    print(json.dumps(result), file=out)
+    return EXIT_OK
+
+
+def subscribe_demo(storage: Storage) -> int:
+    added, _ = import_opml(storage, demo_dir() / "demo.opml")
+    return added
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from aggregator.ingest import run_pass
+
+    if args.demo:
+        settings = settings.replace(allow_private=True, allow_file_urls=True)
+    storage = open_storage(settings)
+    engine = make_engine(settings)
+    if args.demo:
+        added = subscribe_demo(storage)
+        log.info("demo feeds subscribed added=%d dir=%s", added, demo_dir())
+        first = run_pass(storage, engine, settings, all_feeds=True)
+        counts = storage.counts()
+        print(
+            f"demo: {len(first.feeds)} feeds, {counts['articles']} articles, "
+            f"{counts['stories']} stories ({storage.count_stories(min_sources=2)} with 2+ sources)",
+            file=out,
+        )
+    if args.once:
+        if not args.demo:
+            report = run_pass(storage, engine, settings, on_report=_print_report(out))
+            print(f"updated {len(report.feeds)} feeds, clustered {report.cluster.clustered} articles", file=out)
+        return EXIT_OK
+    return serve(settings, storage, engine, out=out)
+
+
+def serve(settings: Settings, storage: Storage, engine: Any, *, out: TextIO) -> int:
+    """The daemon: the scheduler's tick in the background, the web server in front."""
+    from waitress.server import create_server
+
+    from aggregator.scheduler import Daemon
+    from aggregator.web import create_app
+
+    daemon = Daemon(settings, storage, engine)
+    app = create_app(settings, storage)
+    server = create_server(app, host=settings.host, port=settings.port, threads=settings.web_threads)
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: Any) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal=%s stopping", signal.Signals(signum).name)
+            server.close()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    daemon.start()
+    print(f"serving on http://{settings.host}:{server.effective_port}/  (Ctrl-C to stop)", file=out, flush=True)
+    try:
+        server.run()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    except OSError:
+        if not stopping.is_set():
+            raise
+    finally:
+        daemon.shutdown(wait=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        storage.close()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aggregator", description="A deduplicating news-feed aggregator: one story per event."
+    )
+    parser.add_argument("--version", action="version", version=f"aggregator {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (default: $AGGREGATOR_CONFIG)")
+    parser.add_argument("--database-url", help="override AGGREGATOR_DATABASE_URL")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon: scheduled ingest plus the web server")
+    run.add_argument("--demo", action="store_true", help="subscribe the bundled demo feeds and ingest them first")
+    run.add_argument("--once", action="store_true", help="one ingest-and-cluster pass, then exit")
+    run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    run.set_defaults(func=cmd_run)
+
+    update = commands.add_parser("update", help="one pass over the due feeds, then cluster")
+    update.add_argument("--all", action="store_true", help="every feed, due or not")
+    update.set_defaults(func=cmd_update)
+
+    feeds = commands.add_parser("feeds", help="manage subscriptions").add_subparsers(
+        dest="feeds_command", required=True, metavar="ACTION"
+    )
+    add = feeds.add_parser("add", help="subscribe to a feed (http(s) URL, file:// URL or path)")
+    add.add_argument("url")
+    add.add_argument("--folder")
+    add.add_argument("--title")
+    add.set_defaults(func=cmd_feeds_add)
+    lst = feeds.add_parser("list", help="subscriptions with their status")
+    lst.add_argument("--json", action="store_true", help="one JSON object per line")
+    lst.set_defaults(func=cmd_feeds_list)
+    rm = feeds.add_parser("remove", help="unsubscribe (articles and stories are kept)")
+    rm.add_argument("id", type=int)
+    rm.set_defaults(func=cmd_feeds_remove)
+    imp = feeds.add_parser("import", help="subscribe to every feed of an OPML file")
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_feeds_import)
+    feeds.add_parser("export", help="write the subscriptions as OPML to stdout").set_defaults(func=cmd_feeds_export)
+
+    stories = commands.add_parser("stories", help="stories").add_subparsers(
+        dest="stories_command", required=True, metavar="ACTION"
+    )
+    exp = stories.add_parser("export", help="JSON lines, one story per line with its articles")
+    exp.add_argument("--output", "-o", help="file to write (default stdout)")
+    exp.set_defaults(func=cmd_stories_export)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="apply the migrations").set_defaults(func=cmd_db_upgrade)
+    db.add_parser("status", help="schema revision of the database").set_defaults(func=cmd_db_status)
+
+    ev = commands.add_parser("evaluate", help="replay a labelled JSONL file and score the clustering")
+    ev.add_argument("file")
+    ev.add_argument("--predictions", metavar="OUT.tsv", help="write id<TAB>story_id lines")
+    ev.set_defaults(func=cmd_evaluate)
+
+    cfg = commands.add_parser("config", help="show the effective settings")
+    cfg.add_argument("--markdown", action="store_true", help="the table of every setting, for docs")
+    cfg.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = config.load(
+            args.config,
+            database_url=args.database_url,
+            log_level=args.log_level,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+        )
+    except ConfigError as exc:
+        print(f"aggregator: configuration error: {exc}", file=sys.stderr)
+        return EXIT_SERVICE
+    setup_logging(settings)
+    try:
+        return int(args.func(args, settings, out))
+    except CommandError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except StorageError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return EXIT_SERVICE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

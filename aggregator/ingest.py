@@ -1,0 +1,400 @@
+"""One feed update end to end, and the clustering pass that follows.
+
+The pipeline reads top to bottom::
+
+    fetch (aggregator.fetch) -> parse/normalise (aggregator.parse)
+        -> store (Storage.save_entries) -> cluster (cluster_pending)
+
+Decisions are pure functions of data and ``now`` (:func:`next_check`,
+:func:`error_delay`, :func:`success_state`, :func:`error_state`); the rest is a
+thin shell that does the I/O. Every feed's outcome is recorded on the feed
+(last error, error count, back-off) and never stops the others: a broken
+feed gets a clear error and nothing already stored is touched, because a
+feed's entries and its new state are written in one transaction.
+
+Clustering runs over articles stored but not yet clustered ("pending"), in
+arrival order (published, then id), in one transaction per pass. Several
+processes may cluster against one database (the daemon and a CLI command):
+each pass first compares the database's *cluster generation* with the one
+this process last wrote, and rebuilds its in-memory index from the stored
+signatures when another process clustered in between.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from aggregator import fetch as fetch_module
+from aggregator import parse as parse_module
+from aggregator.cluster import Clusterer, ClusterSettings, Document
+from aggregator.config import Settings
+from aggregator.models import (
+    Article,
+    Feed,
+    FeedState,
+    FetchResult,
+    ParsedFeed,
+    UpdateReport,
+)
+from aggregator.storage import Storage
+from aggregator.storage.facade import StoredSignature
+
+log = logging.getLogger(__name__)
+
+Fetcher = Callable[..., FetchResult]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def error_delay(feed_id: int, error_count: int, settings: Settings) -> float:
+    """Seconds to wait after the ``error_count``-th consecutive error.
+
+    Exponential from ``min_interval`` (doubling per error), capped at
+    ``max_interval``, with +-10 % jitter derived from the feed id and the
+    count so that feeds that failed together do not retry together, and the
+    same inputs always give the same answer.
+    """
+    base = settings.min_interval * (2 ** min(max(error_count - 1, 0), 20))
+    base = min(base, settings.max_interval)
+    digest = hashlib.blake2b(f"{feed_id}:{error_count}".encode(), digest_size=8).digest()
+    jitter = (int.from_bytes(digest, "big") / 2**64) * 0.2 - 0.1  # [-0.1, 0.1)
+    return max(float(settings.min_interval), min(base * (1 + jitter), float(settings.max_interval)))
+
+
+def success_interval(settings: Settings, ttl_minutes: int | None) -> float:
+    """Seconds until the next poll of a healthy feed: the default interval, or
+    the feed's own ``<ttl>`` when longer, within [min_interval, max_interval]."""
+    interval = float(settings.default_interval)
+    if ttl_minutes and ttl_minutes > 0:
+        interval = max(interval, ttl_minutes * 60.0)
+    return max(float(settings.min_interval), min(interval, float(settings.max_interval)))
+
+
+def success_state(
+    feed: Feed,
+    result: FetchResult,
+    parsed: ParsedFeed | None,
+    settings: Settings,
+    now: datetime,
+) -> FeedState:
+    ttl = parsed.ttl_minutes if parsed is not None else None
+    return FeedState(
+        etag=result.etag if result.etag is not None else feed.etag,
+        last_modified=result.last_modified if result.last_modified is not None else feed.last_modified,
+        last_fetched_at=now,
+        last_success_at=now,
+        next_check_at=now + timedelta(seconds=success_interval(settings, ttl)),
+        error_count=0,
+        last_error=None,
+        title=(parsed.title if parsed is not None else None) or None,
+        site_url=(parsed.link if parsed is not None else None) or None,
+        url=result.permanent_redirect,
+    )
+
+
+def error_state(feed: Feed, message: str, settings: Settings, now: datetime) -> FeedState:
+    count = feed.error_count + 1
+    return FeedState(
+        etag=feed.etag,
+        last_modified=feed.last_modified,
+        last_fetched_at=now,
+        last_success_at=feed.last_success_at,
+        next_check_at=now + timedelta(seconds=error_delay(feed.id, count, settings)),
+        error_count=count,
+        last_error=message,
+    )
+
+
+# --------------------------------------------------------------------------- one feed
+
+
+@dataclass
+class _Fetched:
+    feed: Feed
+    started: float
+    fetched_at: datetime
+    result: FetchResult | None = None
+    parsed: ParsedFeed | None = None
+    error: str | None = None
+
+
+def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: datetime) -> _Fetched:
+    """Network and CPU work of one update; touches no database."""
+    outcome = _Fetched(feed=feed, started=time.perf_counter(), fetched_at=now)
+    try:
+        outcome.result = fetcher(
+            feed.url,
+            etag=feed.etag,
+            last_modified=feed.last_modified,
+            timeout=settings.fetch_timeout,
+            max_bytes=settings.max_feed_bytes,
+            user_agent=settings.user_agent,
+            allow_private=settings.allow_private,
+            allow_files=settings.allow_file_urls,
+        )
+        if outcome.result.not_modified or outcome.result.body is None:
+            return outcome
+        outcome.parsed = parse_module.parse_feed(
+            outcome.result.body,
+            url=outcome.result.url,
+            headers=outcome.result.headers,
+            now=now,
+            max_entries=settings.max_entries_per_feed,
+        )
+    except fetch_module.FetchError as exc:
+        outcome.error = exc.message
+    except parse_module.ParseError as exc:
+        outcome.error = str(exc)
+    except Exception as exc:  # a bug or an input nobody foresaw: record it, keep going
+        log.exception("unexpected error updating feed %s", feed.url)
+        outcome.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
+    return outcome
+
+
+def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateReport:
+    feed, now = outcome.feed, outcome.fetched_at
+    seconds = time.perf_counter() - outcome.started
+    if outcome.error is not None:
+        storage.save_feed_state(feed.id, error_state(feed, outcome.error, settings, now))
+        log.warning("feed=%s url=%s outcome=error error=%r", feed.id, feed.url, outcome.error)
+        return UpdateReport(feed.id, feed.url, "error", error=outcome.error, seconds=seconds)
+    assert outcome.result is not None
+    if outcome.parsed is None:  # 304 Not Modified (or an empty body we were told not to parse)
+        storage.save_feed_state(feed.id, success_state(feed, outcome.result, None, settings, now))
+        log.info("feed=%s url=%s outcome=not_modified", feed.id, feed.url)
+        return UpdateReport(feed.id, feed.url, "not_modified", seconds=seconds)
+    parsed = outcome.parsed
+    source = parsed.title or feed.title or _host(feed.url)
+    with storage.batch():  # entries and feed state commit together, or not at all
+        counts = storage.save_entries(feed.id, parsed.entries, source=source, fetched_at=now)
+        storage.save_feed_state(feed.id, success_state(feed, outcome.result, parsed, settings, now))
+    log.info(
+        "feed=%s url=%s outcome=ok new=%d updated=%d unchanged=%d seconds=%.3f",
+        feed.id, feed.url, counts.new, counts.updated, counts.unchanged, seconds,
+    )
+    return UpdateReport(
+        feed.id, feed.url, "ok", new=counts.new, updated=counts.updated,
+        unchanged=counts.unchanged, seconds=seconds,
+    )
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or url
+
+
+def update_feed(
+    storage: Storage,
+    feed: Feed,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    fetcher: Fetcher = fetch_module.fetch,
+) -> UpdateReport:
+    """Fetch, parse and store one feed; record its outcome on the feed."""
+    outcome = _fetch_and_parse(feed, settings, fetcher, now or utcnow())
+    return _store(storage, outcome, settings)
+
+
+def update_feeds(
+    storage: Storage,
+    feeds: Iterable[Feed],
+    settings: Settings,
+    *,
+    fetcher: Fetcher = fetch_module.fetch,
+    on_report: Callable[[UpdateReport], None] | None = None,
+) -> list[UpdateReport]:
+    """Update several feeds: fetches run concurrently (``fetch_workers``),
+    database writes one feed at a time as fetches complete."""
+    reports: list[UpdateReport] = []
+    feeds = list(feeds)
+    if not feeds:
+        return reports
+    with ThreadPoolExecutor(max_workers=min(settings.fetch_workers, len(feeds))) as pool:
+        futures = [pool.submit(_fetch_and_parse, feed, settings, fetcher, utcnow()) for feed in feeds]
+        for future in as_completed(futures):
+            report = _store(storage, future.result(), settings)
+            reports.append(report)
+            if on_report is not None:
+                on_report(report)
+    return reports
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def document(article: Article, published: datetime | None = None) -> Document:
+    return Document(
+        id=article.id,
+        title=article.title,
+        text=article.text or article.summary,
+        published=published if published is not None else article.published,
+        source=article.source,
+        url=article.url,
+    )
+
+
+@dataclass
+class ClusterReport:
+    clustered: int = 0
+    new_stories: int = 0
+    joined: int = 0
+    merges: int = 0
+    rebuilt: bool = False
+    seconds: float = 0.0
+
+
+@dataclass
+class ClusterEngine:
+    """A process's clustering state: the in-memory (or Redis) index and the
+    database generation it reflects. One per process; thread-safe."""
+
+    settings: ClusterSettings
+    storage_config: dict[str, object] | None = None
+    clusterer: Clusterer = field(init=False)
+    generation: int = field(default=-1, init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.clusterer = Clusterer(self.settings, self.storage_config)
+
+    def rebuild(self, storage: Storage) -> int:
+        """Load every stored article of the clustering window, oldest first."""
+        self.clusterer = Clusterer(self.settings, self.storage_config)
+        latest = storage.latest_published()
+        since = None
+        if latest is not None:
+            since = latest - timedelta(hours=self.settings.window_hours * 2)
+        count = 0
+        for article, signature in storage.clustered_articles(since=since):
+            stored = None
+            if signature is not None and signature.params == self.settings.signature_params():
+                stored = signature.hashvalues
+            assert article.story_id is not None
+            self.clusterer.restore(document(article), article.story_id, stored)
+            count += 1
+        return count
+
+
+def cluster_pending(
+    storage: Storage,
+    engine: ClusterEngine,
+    *,
+    now: Callable[[], datetime] = utcnow,
+    batch_size: int = 1000,
+) -> ClusterReport:
+    """Assign every pending article to a story, in arrival order.
+
+    The rule that decides is the clustering package's (``Clusterer.decide``);
+    this function adds one rule of its own before it: an article whose
+    canonical URL is already stored from another feed joins that article's
+    story as its copy (signal ``same_url``).
+    """
+    report = ClusterReport()
+    started = time.perf_counter()
+    with engine.lock:
+        try:
+            _cluster_in_transaction(storage, engine, report, now, batch_size)
+        except BaseException:
+            # The transaction rolled back but the in-memory index may hold part of
+            # the pass: force a rebuild from the database next time.
+            engine.generation = -1
+            raise
+    report.seconds = time.perf_counter() - started
+    if report.clustered:
+        log.info(
+            "cluster clustered=%d new_stories=%d joined=%d merges=%d seconds=%.3f",
+            report.clustered, report.new_stories, report.joined, report.merges, report.seconds,
+        )
+    return report
+
+
+def _cluster_in_transaction(
+    storage: Storage,
+    engine: ClusterEngine,
+    report: ClusterReport,
+    now: Callable[[], datetime],
+    batch_size: int,
+) -> None:
+    params = engine.settings.signature_params()
+    with storage.batch():
+        if storage.cluster_generation() != engine.generation:
+            engine.rebuild(storage)
+            report.rebuilt = True
+        clusterer = engine.clusterer
+        while True:
+            pending = storage.pending_articles(batch_size)
+            if not pending:
+                break
+            for article in pending:
+                prepared = clusterer.prepare(document(article))
+                same = storage.article_by_url(article.url, exclude_id=article.id) if article.url else None
+                if same is not None and same.story_id is not None:
+                    story_id: int | None = same.story_id
+                    score, signal, copy_of, merge = 1.0, "same_url", same.id, ()
+                else:
+                    decision = clusterer.decide(prepared)
+                    story_id, score, signal = decision.story_id, decision.score, decision.signal
+                    copy_of, merge = decision.copy_of, decision.merge
+                if story_id is None:
+                    report.new_stories += 1
+                else:
+                    report.joined += 1
+                story_id = storage.assign(
+                    article,
+                    story_id,
+                    score=score,
+                    signal=signal,
+                    copy_of=copy_of,
+                    signature=StoredSignature(params, clusterer.signature(prepared)),
+                    now=now(),
+                )
+                clusterer.add(prepared, story_id)
+                if merge:
+                    storage.merge_stories(story_id, merge, now=now())
+                    clusterer.merge(story_id, merge)
+                    report.merges += len(merge)
+                report.clustered += 1
+        if report.clustered or report.rebuilt:
+            engine.generation = storage.bump_cluster_generation()
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+@dataclass
+class PassReport:
+    feeds: list[UpdateReport]
+    cluster: ClusterReport
+
+
+def run_pass(
+    storage: Storage,
+    engine: ClusterEngine,
+    settings: Settings,
+    *,
+    all_feeds: bool = False,
+    fetcher: Fetcher = fetch_module.fetch,
+    on_report: Callable[[UpdateReport], None] | None = None,
+) -> PassReport:
+    """Update the due feeds (or all of them), then cluster what arrived."""
+    if all_feeds:
+        feeds = storage.list_feeds()
+    else:
+        feeds = storage.due_feeds(utcnow(), settings.feeds_per_tick)
+    reports = update_feeds(storage, feeds, settings, fetcher=fetcher, on_report=on_report)
+    cluster_report = cluster_pending(storage, engine)
+    return PassReport(feeds=reports, cluster=cluster_report)

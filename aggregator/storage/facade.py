@@ -1,0 +1,737 @@
+"""The storage facade: one class, plain records in and out, one code path for
+SQLite and PostgreSQL.
+
+Transactions: every public method runs in its own transaction unless called
+inside ``with storage.batch():``, which holds one transaction (and one
+connection) for the calling thread until the block ends; ingest and
+clustering use it so that a pass commits as a whole and a crash in the middle
+leaves nothing half-written.
+
+On SQLite the database runs in WAL mode (readers never wait for the writer)
+and write transactions start with ``BEGIN IMMEDIATE`` so that two processes
+(the daemon and a CLI command) queue for the write lock instead of
+dead-locking on an upgrade from a read lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from aggregator.models import (
+    Article,
+    Feed,
+    FeedState,
+    ParsedEntry,
+    Story,
+    StoryWithArticles,
+)
+from aggregator.storage import schema
+from aggregator.storage.tables import ArticleRow, FeedRow, MetaRow, SignatureRow, StoryRow
+
+feeds = FeedRow.__table__
+articles = ArticleRow.__table__
+stories = StoryRow.__table__
+signatures = SignatureRow.__table__
+meta = MetaRow.__table__
+
+_CHUNK = 500  # bound for IN (...) lists
+
+
+class StorageError(Exception):
+    """Base class of the errors the facade raises."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached, is locked for too long, or is read-only/full."""
+
+
+class SchemaOutOfDateError(StorageError):
+    """The database schema is not at the revision this code expects."""
+
+
+class FeedExistsError(StorageError):
+    """A feed with that URL is already subscribed."""
+
+    def __init__(self, feed: Feed):
+        super().__init__(f"already subscribed: {feed.url} (feed {feed.id})")
+        self.feed = feed
+
+
+@dataclass(frozen=True)
+class SaveCounts:
+    new: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class StoredSignature:
+    params: str
+    hashvalues: bytes
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+class Storage:
+    """All database access of aggregator."""
+
+    def __init__(self, url: str, *, pool_size: int = 5):
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        path = _sqlite_path(url)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageUnavailableError(f"cannot create {path.parent}: {exc}") from None
+        self.engine = self._make_engine(url, pool_size)
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ engine
+
+    def _make_engine(self, url: str, pool_size: int) -> Engine:
+        if self.is_sqlite:
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA busy_timeout=30000")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                except Exception:  # read-only file system: keep the default journal
+                    pass
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+
+            return engine
+        return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = False) -> Iterator[Connection]:
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.info["write"] = write
+                with conn.begin():
+                    yield conn
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise StorageUnavailableError(_describe(exc)) from exc
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run every call made by this thread inside the block in one write transaction."""
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.info["write"] = True
+                with conn.begin():
+                    self._local.conn = conn
+                    try:
+                        yield
+                    finally:
+                        self._local.conn = None
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise StorageUnavailableError(_describe(exc)) from exc
+
+    # ------------------------------------------------------------------ schema
+
+    def upgrade(self) -> None:
+        """Apply the Alembic migrations up to head."""
+        try:
+            schema.upgrade(self.engine)
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageUnavailableError(_describe(exc)) from exc
+
+    def schema_status(self) -> tuple[str | None, str]:
+        """(current revision, head revision)."""
+        try:
+            return schema.current_revision(self.engine), schema.head_revision()
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageUnavailableError(_describe(exc)) from exc
+
+    def ensure_schema(self, *, auto_upgrade: bool) -> None:
+        """Upgrade (when allowed) or refuse to work on an out-of-date schema."""
+        current, head = self.schema_status()
+        if current == head:
+            return
+        if auto_upgrade:
+            self.upgrade()
+            return
+        raise SchemaOutOfDateError(
+            f"database schema is at {current or 'nothing'}, this version needs {head}: "
+            "run `aggregator db upgrade`"
+        )
+
+    def ping(self) -> None:
+        with self._tx() as conn:
+            conn.execute(select(1))
+
+    def get_meta(self, key: str) -> str | None:
+        with self._tx() as conn:
+            return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx(write=True) as conn:
+            if conn.execute(select(meta.c.key).where(meta.c.key == key)).first():
+                conn.execute(update(meta).where(meta.c.key == key).values(value=value))
+            else:
+                conn.execute(insert(meta).values(key=key, value=value))
+
+    def cluster_generation(self) -> int:
+        """A counter that every clustering pass increments (see ``aggregator.ingest``)."""
+        value = self.get_meta("cluster_generation")
+        return int(value) if value else 0
+
+    def bump_cluster_generation(self) -> int:
+        generation = self.cluster_generation() + 1
+        self.set_meta("cluster_generation", str(generation))
+        return generation
+
+    # ------------------------------------------------------------------ feeds
+
+    def add_feed(
+        self, url: str, *, now: datetime, folder: str | None = None, title: str | None = None
+    ) -> Feed:
+        with self._tx(write=True) as conn:
+            existing = conn.execute(select(feeds).where(feeds.c.url == url)).first()
+            if existing is not None:
+                raise FeedExistsError(self._feed(existing))
+            feed_id = conn.execute(
+                insert(feeds).values(
+                    url=url,
+                    title=title,
+                    folder=folder,
+                    added_at=now,
+                    next_check_at=now,
+                    error_count=0,
+                )
+            ).inserted_primary_key[0]
+            row = conn.execute(select(feeds).where(feeds.c.id == feed_id)).one()
+            return self._feed(row)
+
+    def get_feed(self, feed_id: int) -> Feed | None:
+        with self._tx() as conn:
+            row = conn.execute(select(feeds).where(feeds.c.id == feed_id)).first()
+            return None if row is None else self._feed(row, self._article_counts(conn, [feed_id]))
+
+    def get_feed_by_url(self, url: str) -> Feed | None:
+        with self._tx() as conn:
+            row = conn.execute(select(feeds).where(feeds.c.url == url)).first()
+            return None if row is None else self._feed(row)
+
+    def list_feeds(self) -> list[Feed]:
+        with self._tx() as conn:
+            rows = conn.execute(select(feeds).order_by(feeds.c.id)).all()
+            counts = self._article_counts(conn, None)
+            return [self._feed(row, counts) for row in rows]
+
+    def remove_feed(self, feed_id: int) -> bool:
+        """Unsubscribe. The feed's articles and stories stay (their source name is kept)."""
+        with self._tx(write=True) as conn:
+            result = conn.execute(delete(feeds).where(feeds.c.id == feed_id))
+            return result.rowcount > 0
+
+    def due_feeds(self, now: datetime, limit: int) -> list[Feed]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(feeds)
+                .where(feeds.c.next_check_at <= now)
+                .order_by(feeds.c.next_check_at, feeds.c.id)
+                .limit(limit)
+            ).all()
+            return [self._feed(row) for row in rows]
+
+    def save_feed_state(self, feed_id: int, state: FeedState) -> None:
+        values: dict[str, Any] = {
+            "etag": state.etag,
+            "last_modified": state.last_modified,
+            "last_fetched_at": state.last_fetched_at,
+            "last_success_at": state.last_success_at,
+            "next_check_at": state.next_check_at,
+            "error_count": state.error_count,
+            "last_error": state.last_error,
+        }
+        if state.title:
+            values["title"] = state.title
+        if state.site_url:
+            values["site_url"] = state.site_url
+        with self._tx(write=True) as conn:
+            if state.url:
+                taken = conn.execute(
+                    select(feeds.c.id).where(feeds.c.url == state.url, feeds.c.id != feed_id)
+                ).first()
+                if taken is None:
+                    values["url"] = state.url
+            conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
+
+    def _article_counts(self, conn: Connection, feed_ids: list[int] | None) -> dict[int, int]:
+        query = select(articles.c.feed_id, func.count()).group_by(articles.c.feed_id)
+        if feed_ids is not None:
+            query = query.where(articles.c.feed_id.in_(feed_ids))
+        return {feed_id: count for feed_id, count in conn.execute(query) if feed_id is not None}
+
+    @staticmethod
+    def _feed(row: Any, counts: dict[int, int] | None = None) -> Feed:
+        return Feed(
+            id=row.id,
+            url=row.url,
+            title=row.title,
+            site_url=row.site_url,
+            folder=row.folder,
+            added_at=row.added_at,
+            etag=row.etag,
+            last_modified=row.last_modified,
+            last_fetched_at=row.last_fetched_at,
+            last_success_at=row.last_success_at,
+            next_check_at=row.next_check_at,
+            error_count=row.error_count,
+            last_error=row.last_error,
+            article_count=(counts or {}).get(row.id, 0),
+        )
+
+    # ------------------------------------------------------------------ articles
+
+    def save_entries(
+        self,
+        feed_id: int | None,
+        entries: Sequence[ParsedEntry],
+        *,
+        source: str | None,
+        fetched_at: datetime,
+    ) -> SaveCounts:
+        """Insert new entries, update changed ones in place, skip unchanged ones.
+
+        An entry is identified by (feed, key). A changed entry keeps its id, its
+        story and its first ``published`` time; its story's ``updated_at`` moves.
+        """
+        new = updated = unchanged = 0
+        with self._tx(write=True) as conn:
+            existing: dict[str, tuple[int, str, int | None]] = {}
+            keys = [entry.key for entry in entries]
+            for chunk in _chunks(keys):
+                condition = articles.c.key.in_(chunk)
+                condition = and_(
+                    condition,
+                    articles.c.feed_id == feed_id if feed_id is not None else articles.c.feed_id.is_(None),
+                )
+                for row in conn.execute(
+                    select(articles.c.key, articles.c.id, articles.c.content_hash, articles.c.story_id).where(condition)
+                ):
+                    existing[row.key] = (row.id, row.content_hash, row.story_id)
+            inserts = []
+            touched_stories: set[int] = set()
+            for entry in entries:
+                known = existing.get(entry.key)
+                if known is None:
+                    inserts.append(
+                        {
+                            "feed_id": feed_id,
+                            "key": entry.key,
+                            "url": entry.link,
+                            "title": entry.title,
+                            "summary": entry.summary,
+                            "content_html": entry.content_html,
+                            "text": entry.text,
+                            "author": entry.author,
+                            "source": source,
+                            "published": entry.published,
+                            "updated": entry.updated,
+                            "fetched_at": fetched_at,
+                            "content_hash": entry.content_hash,
+                            "clustered": False,
+                        }
+                    )
+                    existing[entry.key] = (0, entry.content_hash, None)
+                    new += 1
+                elif known[1] != entry.content_hash:
+                    conn.execute(
+                        update(articles)
+                        .where(articles.c.id == known[0])
+                        .values(
+                            url=entry.link,
+                            title=entry.title,
+                            summary=entry.summary,
+                            content_html=entry.content_html,
+                            text=entry.text,
+                            author=entry.author,
+                            updated=max(entry.updated, entry.published),
+                            fetched_at=fetched_at,
+                            content_hash=entry.content_hash,
+                        )
+                    )
+                    if known[2] is not None:
+                        touched_stories.add(known[2])
+                    updated += 1
+                else:
+                    unchanged += 1
+            if inserts:
+                conn.execute(insert(articles), inserts)
+            for story_id in touched_stories:
+                self._refresh_story(conn, story_id, fetched_at)
+        return SaveCounts(new=new, updated=updated, unchanged=unchanged)
+
+    def get_article(self, article_id: int) -> Article | None:
+        with self._tx() as conn:
+            row = conn.execute(select(articles).where(articles.c.id == article_id)).first()
+            return None if row is None else self._article(row)
+
+    def pending_articles(self, limit: int) -> list[Article]:
+        """Stored articles not yet clustered, in arrival order (published, then id)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(articles)
+                .where(articles.c.clustered.is_(False))
+                .order_by(articles.c.published, articles.c.id)
+                .limit(limit)
+            ).all()
+            return [self._article(row) for row in rows]
+
+    def clustered_articles(
+        self, since: datetime | None = None, batch_size: int = 2000
+    ) -> Iterator[tuple[Article, StoredSignature | None]]:
+        """Clustered articles in the order they were clustered, with their stored
+        signatures; ``since`` keeps those published at or after it.
+
+        Used to rebuild the in-process index on start; streams in batches.
+        """
+        last: int | None = None
+        while True:
+            with self._tx() as conn:
+                query = (
+                    select(articles, signatures.c.params, signatures.c.hashvalues)
+                    .outerjoin(signatures, signatures.c.article_id == articles.c.id)
+                    .where(articles.c.clustered.is_(True), articles.c.story_id.is_not(None))
+                )
+                if since is not None:
+                    query = query.where(articles.c.published >= since)
+                if last is not None:
+                    query = query.where(articles.c.cluster_seq > last)
+                rows = conn.execute(query.order_by(articles.c.cluster_seq).limit(batch_size)).all()
+            if not rows:
+                return
+            for row in rows:
+                signature = (
+                    StoredSignature(row.params, row.hashvalues) if row.hashvalues is not None else None
+                )
+                yield self._article(row), signature
+            last = rows[-1].cluster_seq
+
+    def latest_published(self) -> datetime | None:
+        """The newest ``published`` time among clustered articles."""
+        with self._tx() as conn:
+            value = conn.execute(
+                select(func.max(articles.c.published)).where(articles.c.clustered.is_(True))
+            ).scalar()
+            return None if value is None else _aware(value)
+
+    def article_by_url(self, url: str, *, exclude_id: int) -> Article | None:
+        """The earliest clustered article with this canonical URL (from any feed)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                select(articles)
+                .where(
+                    articles.c.url == url,
+                    articles.c.id != exclude_id,
+                    articles.c.clustered.is_(True),
+                    articles.c.story_id.is_not(None),
+                )
+                .order_by(articles.c.published, articles.c.id)
+                .limit(1)
+            ).first()
+            return None if row is None else self._article(row)
+
+    @staticmethod
+    def _article(row: Any) -> Article:
+        return Article(
+            id=row.id,
+            feed_id=row.feed_id,
+            key=row.key,
+            url=row.url,
+            title=row.title,
+            summary=row.summary,
+            content_html=row.content_html,
+            text=row.text,
+            author=row.author,
+            source=row.source,
+            published=row.published,
+            updated=row.updated,
+            fetched_at=row.fetched_at,
+            content_hash=row.content_hash,
+            story_id=row.story_id,
+            score=row.score,
+            signal=row.signal,
+            copy_of=row.copy_of,
+        )
+
+    # ------------------------------------------------------------------ clustering writes
+
+    def assign(
+        self,
+        article: Article,
+        story_id: int | None,
+        *,
+        score: float,
+        signal: str,
+        copy_of: int | None,
+        signature: StoredSignature | None,
+        now: datetime,
+    ) -> int:
+        """Record the clustering decision for one article; create the story when
+        ``story_id`` is None. Returns the story id."""
+        with self._tx(write=True) as conn:
+            if story_id is None:
+                story_id = conn.execute(
+                    insert(stories).values(
+                        headline=article.title,
+                        created_at=now,
+                        updated_at=now,
+                        first_published=article.published,
+                        last_published=article.published,
+                        article_count=0,
+                        source_count=0,
+                    )
+                ).inserted_primary_key[0]
+            seq = conn.execute(select(func.coalesce(func.max(articles.c.cluster_seq), 0))).scalar_one() + 1
+            conn.execute(
+                update(articles)
+                .where(articles.c.id == article.id)
+                .values(
+                    clustered=True,
+                    cluster_seq=seq,
+                    story_id=story_id,
+                    score=score,
+                    signal=signal,
+                    copy_of=copy_of,
+                )
+            )
+            if signature is not None:
+                conn.execute(delete(signatures).where(signatures.c.article_id == article.id))
+                conn.execute(
+                    insert(signatures).values(
+                        article_id=article.id, params=signature.params, hashvalues=signature.hashvalues
+                    )
+                )
+            assert story_id is not None
+            self._refresh_story(conn, story_id, now)
+            return story_id
+
+    def merge_stories(self, into: int, others: Iterable[int], *, now: datetime) -> None:
+        """Move every article of ``others`` into ``into``; the others point at it."""
+        others = [other for other in others if other != into]
+        if not others:
+            return
+        with self._tx(write=True) as conn:
+            conn.execute(update(articles).where(articles.c.story_id.in_(others)).values(story_id=into))
+            conn.execute(
+                update(stories)
+                .where(or_(stories.c.id.in_(others), stories.c.merged_into.in_(others)))
+                .values(merged_into=into, article_count=0, source_count=0, updated_at=now)
+            )
+            self._refresh_story(conn, into, now)
+
+    def _refresh_story(self, conn: Connection, story_id: int, now: datetime) -> None:
+        """Recompute a story's derived columns from its articles.
+
+        Headline rule: the title of the story's earliest article (the first
+        report), ties broken by id, so it does not flicker as copies arrive.
+        """
+        stats = conn.execute(
+            select(
+                func.count(),
+                func.count(func.distinct(func.coalesce(articles.c.source, ""))),
+                func.min(articles.c.published),
+                func.max(articles.c.published),
+            ).where(articles.c.story_id == story_id)
+        ).one()
+        headline = conn.execute(
+            select(articles.c.title)
+            .where(articles.c.story_id == story_id)
+            .order_by(articles.c.published, articles.c.id)
+            .limit(1)
+        ).scalar()
+        values: dict[str, Any] = {"article_count": stats[0], "source_count": stats[1], "updated_at": now}
+        if stats[0]:
+            values.update(
+                headline=headline,
+                first_published=_aware(stats[2]),
+                last_published=_aware(stats[3]),
+            )
+        conn.execute(update(stories).where(stories.c.id == story_id).values(**values))
+
+    # ------------------------------------------------------------------ stories
+
+    def list_stories(
+        self, *, limit: int, offset: int = 0, min_sources: int = 1, order: str = "updated"
+    ) -> list[Story]:
+        """Live (not merged) stories with latest activity (newest article) first
+        (``order="updated"``), or with the most sources first (``order="sources"``)."""
+        query = select(stories).where(
+            stories.c.merged_into.is_(None), stories.c.source_count >= min_sources
+        )
+        if order == "sources":
+            query = query.order_by(
+                stories.c.source_count.desc(), stories.c.last_published.desc(), stories.c.id.desc()
+            )
+        else:
+            query = query.order_by(stories.c.last_published.desc(), stories.c.id.desc())
+        with self._tx() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+            sources = self._story_sources(conn, [row.id for row in rows])
+            return [self._story(row, sources.get(row.id, ())) for row in rows]
+
+    def count_stories(self, *, min_sources: int = 1) -> int:
+        with self._tx() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(stories)
+                .where(stories.c.merged_into.is_(None), stories.c.source_count >= min_sources)
+            ).scalar_one()
+
+    def get_story(self, story_id: int) -> StoryWithArticles | None:
+        """A story with its articles, oldest first. A merged story comes back with
+        ``merged_into`` set and no articles."""
+        with self._tx() as conn:
+            row = conn.execute(select(stories).where(stories.c.id == story_id)).first()
+            if row is None:
+                return None
+            rows = conn.execute(
+                select(articles)
+                .where(articles.c.story_id == story_id)
+                .order_by(articles.c.published, articles.c.id)
+            ).all()
+            sources = self._story_sources(conn, [story_id])
+            return StoryWithArticles(
+                story=self._story(row, sources.get(story_id, ())),
+                articles=tuple(self._article(r) for r in rows),
+            )
+
+    def iter_stories(self, batch_size: int = 500) -> Iterator[StoryWithArticles]:
+        """Every live story with its articles, by id."""
+        last_id = 0
+        while True:
+            with self._tx() as conn:
+                ids = conn.execute(
+                    select(stories.c.id)
+                    .where(stories.c.merged_into.is_(None), stories.c.id > last_id, stories.c.article_count > 0)
+                    .order_by(stories.c.id)
+                    .limit(batch_size)
+                ).scalars().all()
+            if not ids:
+                return
+            for story_id in ids:
+                found = self.get_story(story_id)
+                if found is not None:
+                    yield found
+            last_id = ids[-1]
+
+    def counts(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return {
+                "feeds": conn.execute(select(func.count()).select_from(feeds)).scalar_one(),
+                "articles": conn.execute(select(func.count()).select_from(articles)).scalar_one(),
+                "pending": conn.execute(
+                    select(func.count()).select_from(articles).where(articles.c.clustered.is_(False))
+                ).scalar_one(),
+                "stories": conn.execute(
+                    select(func.count())
+                    .select_from(stories)
+                    .where(stories.c.merged_into.is_(None), stories.c.article_count > 0)
+                ).scalar_one(),
+            }
+
+    def _story_sources(self, conn: Connection, story_ids: list[int]) -> dict[int, tuple[str, ...]]:
+        result: dict[int, list[str]] = {}
+        for chunk in _chunks(story_ids):
+            rows = conn.execute(
+                select(articles.c.story_id, articles.c.source, func.min(articles.c.published).label("first"))
+                .where(articles.c.story_id.in_(chunk), articles.c.source.is_not(None))
+                .group_by(articles.c.story_id, articles.c.source)
+                .order_by(articles.c.story_id, "first", articles.c.source)
+            ).all()
+            for row in rows:
+                result.setdefault(row.story_id, []).append(row.source)
+        return {key: tuple(value) for key, value in result.items()}
+
+    @staticmethod
+    def _story(row: Any, sources: tuple[str, ...]) -> Story:
+        return Story(
+            id=row.id,
+            headline=row.headline,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            first_published=row.first_published,
+            last_published=row.last_published,
+            article_count=row.article_count,
+            source_count=row.source_count,
+            sources=sources,
+            merged_into=row.merged_into,
+        )
+
+
+def _aware(value: datetime) -> datetime:
+    # Aggregates bypass the column type on some backends; normalise to aware UTC.
+    from datetime import timezone
+
+    if isinstance(value, str):  # SQLite returns text for min()/max() of DATETIME
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _describe(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"database unavailable: {text[0] if text else type(exc).__name__}"

@@ -1,0 +1,1 @@
+"""Alembic migrations of aggregator, installed as ``aggregator.migrations``."""

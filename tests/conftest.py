@@ -1,0 +1,70 @@
+"""Shared fixtures: a real SQLite database per test, PostgreSQL where marked,
+and the path of ../shared."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import Settings
+from aggregator.storage import Storage
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+POSTGRES_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, skipping the test with a reason when it is absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not beside the checkout)")
+    return path
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'aggregator.db'}",
+        allow_private=True,
+        fetch_timeout=5.0,
+        fetch_workers=2,
+    )
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Iterator[Storage]:
+    store = Storage(settings.database_url)
+    store.ensure_schema(auto_upgrade=True)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A clean PostgreSQL database (schema dropped and recreated) for one test."""
+    if not _port_open("127.0.0.1", 5432):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not running at 127.0.0.1:5432 (CI must start it)")
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    yield POSTGRES_URL

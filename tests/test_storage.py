@@ -1,0 +1,198 @@
+"""The storage facade on a real SQLite file and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from aggregator.models import FeedState, ParsedEntry
+from aggregator.storage import FeedExistsError, SchemaOutOfDateError, Storage, StorageUnavailableError
+from aggregator.storage.facade import StoredSignature
+from tests.conftest import NOW
+
+
+def entry(key: str, title: str, text: str = "body", *, minutes: int = 0, link: str | None = None) -> ParsedEntry:
+    published = NOW + timedelta(minutes=minutes)
+    return ParsedEntry(
+        key=key,
+        title=title,
+        link=link or f"https://example.org/{key}",
+        summary=text[:100],
+        content_html=f"<p>{text}</p>",
+        text=text,
+        author=None,
+        published=published,
+        updated=published,
+        content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 's.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    storage = Storage(url)
+    storage.upgrade()
+    yield storage
+    storage.close()
+
+
+def test_migrations_match_the_models(store: Storage) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from aggregator.storage.tables import Base
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    # SQLite reports DateTime vs the TypeDecorator as equal; anything left is a real drift.
+    assert diff == []
+
+
+def test_schema_is_refused_when_out_of_date(tmp_path: Path) -> None:
+    storage = Storage(f"sqlite:///{tmp_path / 'old.db'}")
+    with pytest.raises(SchemaOutOfDateError, match="aggregator db upgrade"):
+        storage.ensure_schema(auto_upgrade=False)
+    storage.ensure_schema(auto_upgrade=True)
+    current, head = storage.schema_status()
+    assert current == head
+
+
+def test_feeds_add_list_due_remove(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW, folder="World")
+    with pytest.raises(FeedExistsError):
+        store.add_feed("https://a.example/feed", now=NOW)
+    other = store.add_feed("https://b.example/feed", now=NOW + timedelta(hours=1))
+    assert [f.id for f in store.due_feeds(NOW, 10)] == [feed.id]
+    assert {f.id for f in store.due_feeds(NOW + timedelta(hours=2), 10)} == {feed.id, other.id}
+    state = FeedState(
+        etag='"v1"',
+        last_modified="Fri, 20 Nov 2026 10:00:00 GMT",
+        last_fetched_at=NOW,
+        last_success_at=NOW,
+        next_check_at=NOW + timedelta(minutes=30),
+        error_count=0,
+        last_error=None,
+        title="Outlet A",
+    )
+    store.save_feed_state(feed.id, state)
+    saved = store.get_feed(feed.id)
+    assert saved is not None
+    assert (saved.etag, saved.title, saved.folder) == ('"v1"', "Outlet A", "World")
+    assert saved.next_check_at == NOW + timedelta(minutes=30)
+    assert store.remove_feed(other.id)
+    assert not store.remove_feed(other.id)
+    assert [f.id for f in store.list_feeds()] == [feed.id]
+
+
+def test_entries_are_updated_in_place_never_duplicated(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    counts = store.save_entries(feed.id, [entry("1", "First"), entry("2", "Second")], source="A", fetched_at=NOW)
+    assert (counts.new, counts.updated, counts.unchanged) == (2, 0, 0)
+    counts = store.save_entries(
+        feed.id, [entry("1", "First"), entry("2", "Second, updated", "new body")], source="A", fetched_at=NOW
+    )
+    assert (counts.new, counts.updated, counts.unchanged) == (0, 1, 1)
+    pending = store.pending_articles(10)
+    assert [a.title for a in pending] == ["First", "Second, updated"]
+    assert store.counts()["articles"] == 2
+
+
+def test_duplicate_keys_in_one_document_are_stored_once(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    counts = store.save_entries(feed.id, [entry("1", "One"), entry("1", "One again")], source="A", fetched_at=NOW)
+    assert counts.new == 1
+    assert store.counts()["articles"] == 1
+
+
+def test_assign_merge_and_read_stories(store: Storage) -> None:
+    a = store.add_feed("https://a.example/feed", now=NOW)
+    b = store.add_feed("https://b.example/feed", now=NOW)
+    store.save_entries(a.id, [entry("1", "Storm hits Port Vell", minutes=0)], source="Outlet A", fetched_at=NOW)
+    store.save_entries(b.id, [entry("9", "Port Vell storm", minutes=5)], source="Outlet B", fetched_at=NOW)
+    store.save_entries(b.id, [entry("10", "Unrelated", minutes=7)], source="Outlet B", fetched_at=NOW)
+    first, second, third = store.pending_articles(10)
+    sig = StoredSignature("affine32:1:4", b"\x00" * 16)
+    s1 = store.assign(first, None, score=0.0, signal="new", copy_of=None, signature=sig, now=NOW)
+    s2 = store.assign(second, None, score=0.0, signal="new", copy_of=None, signature=sig, now=NOW)
+    s3 = store.assign(third, None, score=0.0, signal="new", copy_of=None, signature=None, now=NOW)
+    assert store.pending_articles(10) == []
+    store.merge_stories(s1, [s2], now=NOW + timedelta(minutes=1))
+    merged = store.get_story(s2)
+    assert merged is not None and merged.story.merged_into == s1 and merged.articles == ()
+    story = store.get_story(s1)
+    assert story is not None
+    assert [x.title for x in story.articles] == ["Storm hits Port Vell", "Port Vell storm"]
+    assert story.story.headline == "Storm hits Port Vell"
+    assert story.story.source_count == 2
+    assert story.story.sources == ("Outlet A", "Outlet B")
+    assert story.story.updated_at == NOW + timedelta(minutes=1)
+    assert [s.id for s in store.list_stories(limit=10)] == [s3, s1]
+    assert [s.id for s in store.list_stories(limit=10, min_sources=2)] == [s1]
+    assert [s.id for s in store.list_stories(limit=10, order="sources")] == [s1, s3]
+    assert store.count_stories(min_sources=2) == 1
+    exported = list(store.iter_stories())
+    assert [x.story.id for x in exported] == [s1, s3]
+    restored = list(store.clustered_articles())
+    assert [(x.id, sig_.hashvalues if sig_ else None) for x, sig_ in restored] == [
+        (first.id, sig.hashvalues),
+        (second.id, sig.hashvalues),
+        (third.id, None),
+    ]
+
+
+def test_update_of_a_clustered_article_moves_its_story(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(feed.id, [entry("1", "Vote count")], source="A", fetched_at=NOW)
+    (article,) = store.pending_articles(10)
+    story_id = store.assign(article, None, score=0.0, signal="new", copy_of=None, signature=None, now=NOW)
+    later = NOW + timedelta(hours=3)
+    store.save_entries(feed.id, [entry("1", "Vote count, final", "final figures")], source="A", fetched_at=later)
+    story = store.get_story(story_id)
+    assert story is not None
+    assert story.story.updated_at == later
+    assert story.articles[0].title == "Vote count, final"
+    assert story.articles[0].story_id == story_id
+    assert store.pending_articles(10) == []
+
+
+def test_batch_rolls_back_as_a_whole(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    with pytest.raises(RuntimeError), store.batch():
+        store.save_entries(feed.id, [entry("1", "One")], source="A", fetched_at=NOW)
+        raise RuntimeError("crash in the middle of a pass")
+    assert store.counts()["articles"] == 0
+
+
+def test_unreachable_database_is_a_storage_error(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "file-not-dir"
+    missing_dir.write_text("")
+    with pytest.raises(StorageUnavailableError):
+        Storage(f"sqlite:///{missing_dir / 'x.db'}").ping()
+
+
+@pytest.mark.postgres
+def test_postgres_down_is_a_storage_error() -> None:
+    storage = Storage("postgresql+psycopg://postgres@127.0.0.1:1/test")
+    with pytest.raises(StorageUnavailableError, match="database unavailable"):
+        storage.ping()
+
+
+def test_sqlite_timestamps_round_trip_as_utc(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    storage = Storage(url)
+    storage.upgrade()
+    feed = storage.add_feed("https://a.example/feed", now=NOW)
+    assert storage.get_feed(feed.id).added_at == NOW  # type: ignore[union-attr]
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        raw = conn.exec_driver_sql("select added_at from feeds").scalar()
+    engine.dispose()
+    assert str(raw).startswith("2026-11-20 12:00:00")
