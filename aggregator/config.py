@@ -108,9 +108,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("database_url", default_database_url, _str,
            "SQLAlchemy URL of the database. SQLite file under $XDG_DATA_HOME/aggregator/ by default; "
            "`postgresql+psycopg://user@host/db` at scale."),
-    Option("index_url", None, _optional_str,
-           "Where the LSH index lives: unset for the in-process index, `redis://host:6379/0` for "
-           "datasketch's Redis storage shared by several workers."),
     Option("host", "127.0.0.1", _str, "Address the web server listens on."),
     Option("port", 8080, _positive(int), "Port the web server listens on."),
     Option("base_url", None, _optional_str,
@@ -152,7 +149,6 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 @dataclass(frozen=True)
 class Settings:
     database_url: str = field(default_factory=default_database_url)
-    index_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     base_url: str | None = None

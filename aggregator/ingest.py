@@ -44,7 +44,7 @@ from aggregator.models import (
     UpdateReport,
 )
 from aggregator.storage import Storage
-from aggregator.storage.facade import StoredSignature
+from aggregator.storage.facade import Assignment, StoredSignature
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +236,14 @@ def update_feeds(
 # --------------------------------------------------------------------------- clustering
 
 
-def document(article: Article, published: datetime | None = None) -> Document:
+def document(article: Article) -> Document:
+    """The clusterer's view of an article; an article whose feed gave no date is
+    "at the same moment" as the stream (published None), not at its fetch time."""
     return Document(
         id=article.id,
         title=article.title,
         text=article.text or article.summary,
-        published=published if published is not None else article.published,
+        published=article.published if article.dated else None,
         source=article.source,
         url=article.url,
     )
@@ -339,35 +341,42 @@ def _cluster_in_transaction(
             pending = storage.pending_articles(batch_size)
             if not pending:
                 break
+            by_url = {
+                url: (found.id, found.story_id)
+                for url, found in storage.articles_by_url(a.url for a in pending if a.url).items()
+            }
+            decided: list[Assignment] = []
             for article in pending:
                 prepared = clusterer.prepare(document(article))
-                same = storage.article_by_url(article.url, exclude_id=article.id) if article.url else None
-                if same is not None and same.story_id is not None:
-                    story_id: int | None = same.story_id
-                    score, signal, copy_of, merge = 1.0, "same_url", same.id, ()
+                same = by_url.get(article.url) if article.url else None
+                if same is not None and same[1] is not None:
+                    story_id: int | None = same[1]
+                    score, signal, copy_of, merge = 1.0, "same_url", same[0], ()
                 else:
                     decision = clusterer.decide(prepared)
                     story_id, score, signal = decision.story_id, decision.score, decision.signal
                     copy_of, merge = decision.copy_of, decision.merge
                 if story_id is None:
+                    story_id = storage.create_story(article, now=now())
                     report.new_stories += 1
                 else:
                     report.joined += 1
-                story_id = storage.assign(
-                    article,
-                    story_id,
-                    score=score,
-                    signal=signal,
-                    copy_of=copy_of,
-                    signature=StoredSignature(params, clusterer.signature(prepared)),
-                    now=now(),
-                )
+                signature = StoredSignature(params, clusterer.signature(prepared))
+                decided.append(Assignment(article.id, story_id, score, signal, copy_of, signature))
                 clusterer.add(prepared, story_id)
+                if article.url and article.url not in by_url:
+                    by_url[article.url] = (article.id, story_id)
                 if merge:
+                    # Write what is decided so far, so that the merge moves it too.
+                    storage.record_assignments(decided, now=now())
+                    decided = []
                     storage.merge_stories(story_id, merge, now=now())
                     clusterer.merge(story_id, merge)
+                    merged = set(merge)
+                    by_url = {u: (a, story_id if s in merged else s) for u, (a, s) in by_url.items()}
                     report.merges += len(merge)
                 report.clustered += 1
+            storage.record_assignments(decided, now=now())
         if report.clustered or report.rebuilt:
             engine.generation = storage.bump_cluster_generation()
 

@@ -31,6 +31,7 @@ class ParsedEntry:
     published: datetime  # UTC; fetch time when the feed gives none
     updated: datetime  # UTC; == published when the feed gives none
     content_hash: str  # sha256 hex of title + text, to detect updates
+    dated: bool = True  # False when the feed gave no date (published is then the fetch time)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Article:
     score: float | None  # similarity that decided the membership
     signal: str | None  # which rule decided ("new", "copy", "similar", ...)
     copy_of: int | None  # article id this one is a copy of
+    dated: bool = True  # False when the feed gave no date (published is then the fetch time)
 
 
 @dataclass(frozen=True)

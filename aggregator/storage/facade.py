@@ -27,6 +27,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -90,6 +91,32 @@ class SaveCounts:
 class StoredSignature:
     params: str
     hashvalues: bytes
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One clustering decision to record."""
+
+    article_id: int
+    story_id: int
+    score: float
+    signal: str
+    copy_of: int | None
+    signature: StoredSignature | None
+
+
+_ASSIGN = (
+    update(articles)
+    .where(articles.c.id == bindparam("b_id"))
+    .values(
+        clustered=True,
+        cluster_seq=bindparam("b_seq"),
+        story_id=bindparam("b_story"),
+        score=bindparam("b_score"),
+        signal=bindparam("b_signal"),
+        copy_of=bindparam("b_copy"),
+    )
+)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -352,11 +379,14 @@ class Storage:
         *,
         source: str | None,
         fetched_at: datetime,
+        sources: Sequence[str | None] | None = None,
     ) -> SaveCounts:
         """Insert new entries, update changed ones in place, skip unchanged ones.
 
         An entry is identified by (feed, key). A changed entry keeps its id, its
         story and its first ``published`` time; its story's ``updated_at`` moves.
+        ``sources``, when given, names each entry's outlet (replays of labelled
+        data); otherwise every entry gets ``source``.
         """
         new = updated = unchanged = 0
         with self._tx(write=True) as conn:
@@ -374,7 +404,7 @@ class Storage:
                     existing[row.key] = (row.id, row.content_hash, row.story_id)
             inserts = []
             touched_stories: set[int] = set()
-            for entry in entries:
+            for position, entry in enumerate(entries):
                 known = existing.get(entry.key)
                 if known is None:
                     inserts.append(
@@ -387,10 +417,11 @@ class Storage:
                             "content_html": entry.content_html,
                             "text": entry.text,
                             "author": entry.author,
-                            "source": source,
+                            "source": sources[position] if sources is not None else source,
                             "published": entry.published,
                             "updated": entry.updated,
                             "fetched_at": fetched_at,
+                            "dated": entry.dated,
                             "content_hash": entry.content_hash,
                             "clustered": False,
                         }
@@ -478,21 +509,24 @@ class Storage:
             ).scalar()
             return None if value is None else _aware(value)
 
-    def article_by_url(self, url: str, *, exclude_id: int) -> Article | None:
-        """The earliest clustered article with this canonical URL (from any feed)."""
+    def articles_by_url(self, urls: Iterable[str]) -> dict[str, Article]:
+        """For each canonical URL, the earliest clustered article stored with it (from any feed)."""
+        found: dict[str, Article] = {}
+        wanted = sorted(set(urls))
         with self._tx() as conn:
-            row = conn.execute(
-                select(articles)
-                .where(
-                    articles.c.url == url,
-                    articles.c.id != exclude_id,
-                    articles.c.clustered.is_(True),
-                    articles.c.story_id.is_not(None),
-                )
-                .order_by(articles.c.published, articles.c.id)
-                .limit(1)
-            ).first()
-            return None if row is None else self._article(row)
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    select(articles)
+                    .where(
+                        articles.c.url.in_(chunk),
+                        articles.c.clustered.is_(True),
+                        articles.c.story_id.is_not(None),
+                    )
+                    .order_by(articles.c.published.desc(), articles.c.id.desc())
+                ).all()
+                for row in rows:  # newest first, so the earliest wins
+                    found[row.url] = self._article(row)
+        return found
 
     @staticmethod
     def _article(row: Any) -> Article:
@@ -515,9 +549,65 @@ class Storage:
             score=row.score,
             signal=row.signal,
             copy_of=row.copy_of,
+            dated=row.dated,
         )
 
     # ------------------------------------------------------------------ clustering writes
+
+    def create_story(self, article: Article, *, now: datetime) -> int:
+        """A new, still empty story seeded by ``article``; returns its id."""
+        with self._tx(write=True) as conn:
+            story_id = conn.execute(
+                insert(stories).values(
+                    headline=article.title,
+                    created_at=now,
+                    updated_at=now,
+                    first_published=article.published,
+                    last_published=article.published,
+                    article_count=0,
+                    source_count=0,
+                )
+            ).inserted_primary_key[0]
+            assert story_id is not None
+            return int(story_id)
+
+    def record_assignments(self, assignments: Sequence[Assignment], *, now: datetime) -> None:
+        """Record clustering decisions in bulk, in the order they were taken, and
+        refresh each story they touch once."""
+        if not assignments:
+            return
+        with self._tx(write=True) as conn:
+            seq = conn.execute(select(func.coalesce(func.max(articles.c.cluster_seq), 0))).scalar_one()
+            rows = []
+            for offset, item in enumerate(assignments, start=1):
+                rows.append(
+                    {
+                        "b_id": item.article_id,
+                        "b_seq": seq + offset,
+                        "b_story": item.story_id,
+                        "b_score": item.score,
+                        "b_signal": item.signal,
+                        "b_copy": item.copy_of,
+                    }
+                )
+            conn.execute(_ASSIGN, rows)
+            signed = [item for item in assignments if item.signature is not None]
+            if signed:
+                for chunk in _chunks([item.article_id for item in signed]):
+                    conn.execute(delete(signatures).where(signatures.c.article_id.in_(chunk)))
+                conn.execute(
+                    insert(signatures),
+                    [
+                        {
+                            "article_id": item.article_id,
+                            "params": item.signature.params,  # type: ignore[union-attr]
+                            "hashvalues": item.signature.hashvalues,  # type: ignore[union-attr]
+                        }
+                        for item in signed
+                    ],
+                )
+            for story_id in sorted({item.story_id for item in assignments}):
+                self._refresh_story(conn, story_id, now)
 
     def assign(
         self,
@@ -532,41 +622,12 @@ class Storage:
     ) -> int:
         """Record the clustering decision for one article; create the story when
         ``story_id`` is None. Returns the story id."""
-        with self._tx(write=True) as conn:
+        with self.batch():
             if story_id is None:
-                story_id = conn.execute(
-                    insert(stories).values(
-                        headline=article.title,
-                        created_at=now,
-                        updated_at=now,
-                        first_published=article.published,
-                        last_published=article.published,
-                        article_count=0,
-                        source_count=0,
-                    )
-                ).inserted_primary_key[0]
-            seq = conn.execute(select(func.coalesce(func.max(articles.c.cluster_seq), 0))).scalar_one() + 1
-            conn.execute(
-                update(articles)
-                .where(articles.c.id == article.id)
-                .values(
-                    clustered=True,
-                    cluster_seq=seq,
-                    story_id=story_id,
-                    score=score,
-                    signal=signal,
-                    copy_of=copy_of,
-                )
+                story_id = self.create_story(article, now=now)
+            self.record_assignments(
+                [Assignment(article.id, story_id, score, signal, copy_of, signature)], now=now
             )
-            if signature is not None:
-                conn.execute(delete(signatures).where(signatures.c.article_id == article.id))
-                conn.execute(
-                    insert(signatures).values(
-                        article_id=article.id, params=signature.params, hashvalues=signature.hashvalues
-                    )
-                )
-            assert story_id is not None
-            self._refresh_story(conn, story_id, now)
             return story_id
 
     def merge_stories(self, into: int, others: Iterable[int], *, now: datetime) -> None:

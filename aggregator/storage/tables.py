@@ -115,6 +115,7 @@ class ArticleRow(Base):
     published: Mapped[datetime] = mapped_column(UTCDateTime)
     updated: Mapped[datetime] = mapped_column(UTCDateTime)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    dated: Mapped[bool] = mapped_column(Boolean, default=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     clustered: Mapped[bool] = mapped_column(Boolean, default=False)
     # Order in which articles were clustered; the index is rebuilt in this order.

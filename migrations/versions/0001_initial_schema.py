@@ -74,6 +74,7 @@ def upgrade() -> None:
     sa.Column('published', sa.DateTime(), nullable=False),
     sa.Column('updated', sa.DateTime(), nullable=False),
     sa.Column('fetched_at', sa.DateTime(), nullable=False),
+    sa.Column('dated', sa.Boolean(), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('clustered', sa.Boolean(), nullable=False),
     sa.Column('cluster_seq', sa.BigInteger(), nullable=True),
