@@ -1,0 +1,151 @@
+"""The command line, run in-process with a real SQLite file."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from aggregator.cli import demo_dir, main
+from tests.conftest import shared_path
+
+
+def run(args: list[str], db: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    monkeypatch.setenv("AGGREGATOR_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("AGGREGATOR_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("AGGREGATOR_LOG_LEVEL", "WARNING")
+    out = io.StringIO()
+    code = main(args, out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "cli.db"
+
+
+def test_feeds_add_list_remove(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    local = demo_dir() / "meridian-wire.xml"
+    code, out = run(["feeds", "add", str(local), "--folder", "Wire"], db, monkeypatch)
+    assert code == 0 and "added feed 1" in out
+    code, out = run(["feeds", "add", str(local)], db, monkeypatch)
+    assert code == 1  # already subscribed
+    code, out = run(["feeds", "add", "https://news.example/rss"], db, monkeypatch)
+    assert code == 0
+    code, out = run(["feeds", "add", "ftp://news.example/rss"], db, monkeypatch)
+    assert code == 1
+    code, out = run(["feeds", "add", str(tmp_path / "missing.xml")], db, monkeypatch)
+    assert code == 1
+    code, out = run(["feeds", "list", "--json"], db, monkeypatch)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["id"], r["folder"]) for r in rows] == [(1, "Wire"), (2, None)]
+    assert rows[0]["url"] == local.resolve().as_uri()
+    code, out = run(["feeds", "remove", "2"], db, monkeypatch)
+    assert code == 0
+    code, out = run(["feeds", "remove", "2"], db, monkeypatch)
+    assert code == 1
+
+
+def test_import_export_update_and_stories_export(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = run(["feeds", "import", str(demo_dir() / "demo.opml")], db, monkeypatch)
+    assert code == 0 and "imported 7 feeds" in out
+    code, out = run(["feeds", "export"], db, monkeypatch)
+    assert out.count("xmlUrl=") == 7 and 'text="Local"' in out
+
+    code, out = run(["update"], db, monkeypatch)
+    assert code == 0
+    assert out.count(" new, ") == 7
+    assert "clustered 75 articles" in out
+
+    code, out = run(["update", "--all"], db, monkeypatch)
+    assert code == 0 and "clustered 0 articles" in out  # nothing new, nothing twice
+
+    code, out = run(["feeds", "list"], db, monkeypatch)
+    assert "Meridian" in out and "status=ok" in out
+
+    code, out = run(["stories", "export"], db, monkeypatch)
+    stories = [json.loads(line) for line in out.splitlines()]
+    assert sum(len(s["articles"]) for s in stories) == 75
+    first = stories[0]
+    assert set(first) == {"id", "headline", "articles"}
+    assert set(first["articles"][0]) == {"id", "url", "title", "source", "published"}
+    assert any(len({a["source"] for a in s["articles"]}) >= 3 for s in stories)
+
+
+def test_update_exits_zero_when_feeds_fail(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<html><body>502 Bad Gateway</body></html>")
+    run(["feeds", "add", str(broken)], db, monkeypatch)
+    code, out = run(["update", "--all"], db, monkeypatch)
+    assert code == 0 and "error" in out
+    code, out = run(["feeds", "list"], db, monkeypatch)
+    assert "ERROR x1" in out
+
+
+def test_service_errors_exit_3(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AGGREGATOR_PORT", "not-a-port")
+    code, _ = run(["feeds", "list"], db, monkeypatch)
+    assert code == 3
+    monkeypatch.delenv("AGGREGATOR_PORT")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _ = run(["feeds", "list"], blocker / "sub" / "x.db", monkeypatch)
+    assert code == 3
+
+
+def test_db_upgrade_and_status(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = run(["db", "status"], db, monkeypatch)
+    assert code == 3 and "OUT OF DATE" in out
+    code, out = run(["db", "upgrade"], db, monkeypatch)
+    assert code == 0 and "revision 0001" in out
+    code, out = run(["db", "status"], db, monkeypatch)
+    assert code == 0 and "current" in out
+
+
+def test_run_once_demo(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = run(["run", "--demo", "--once"], db, monkeypatch)
+    assert code == 0
+    assert "7 feeds, 75 articles" in out
+
+
+def test_config_shows_settings_without_secrets(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGGREGATOR_API_TOKEN", "hunter2")
+    code, out = run(["config"], db, monkeypatch)
+    assert code == 0 and "hunter2" not in out and 'api_token = "***"' in out
+
+
+def _seed_records() -> list[dict[str, object]]:
+    seeds = shared_path("seeds")
+    dates = {"000": "2022-03-30", "002": "2022-03-28", "004": "2022-03-21", "001": "2025-06-03", "003": "2025-06-03"}
+    records = []
+    for path in sorted(seeds.glob("*.txt")):
+        prefix = path.name[:3]
+        title, _, body = path.read_text(encoding="utf-8").partition("\n")
+        records.append(
+            {
+                "id": prefix,
+                "title": title.strip(),
+                "text": body.strip(),
+                "published": f"{dates[prefix]}T12:00:00Z",
+                "source": None,
+                "url": None,
+                "cluster": "june-2025" if prefix in {"001", "003"} else prefix,
+            }
+        )
+    return records
+
+
+def test_evaluate_the_seed_reports(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _seed_records()))
+    predictions = tmp_path / "out.tsv"
+    code, out = run(["evaluate", str(path), "--predictions", str(predictions)], db, monkeypatch)
+    assert code == 0
+    figures = json.loads(out)
+    assert {"n", "stories", "bcubed_p", "bcubed_r", "bcubed_f1", "pairwise_f1", "ari", "seconds"} <= set(figures)
+    story = dict(line.split("\t") for line in predictions.read_text().splitlines())
+    assert story["001"] == story["003"]
+    assert len({story["000"], story["002"], story["004"], story["001"]}) == 4
+    assert figures["bcubed_f1"] == 1.0
