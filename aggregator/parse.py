@@ -1,0 +1,495 @@
+"""Feed documents (RSS 0.9x/1.0/2.0, Atom 0.3/1.0) to ``ParsedFeed`` records.
+
+What this module does
+    ``parse_feed(body, url=..., headers=..., now=...)`` turns the bytes of one
+    fetched document into a ``ParsedFeed`` of normalised ``ParsedEntry``
+    records, or raises ``ParseError`` with a message fit for a feed's
+    ``last_error`` ("not a feed: the document is HTML (...)", "XML error: ...").
+    Normalisation (entry keys, canonical links, sanitised HTML, plain text,
+    UTC dates, content hashes) happens here, once, so that nothing downstream
+    ever sees a feedparser dict.
+
+What it must not do
+    No I/O, no clock (``now`` is passed in), no logging decisions. This is the
+    only module that imports ``feedparser``. HTML is cleaned by
+    ``aggregator.text`` (feedparser's own sanitiser and relative-URI rewriting
+    are switched off).
+
+XML safety (checked with feedparser 6.0.14, Python 3.11, expat 2.5.0)
+    feedparser parses with the stdlib SAX/expat reader. External entities are
+    not fetched (feedparser switches ``feature_external_ges`` off, Python has
+    not resolved external entities by default since 3.7.1, and parameter
+    entities are never loaded), so XXE cannot read files or reach the network.
+    Entity expansion ("billion laughs", quadratic blow-up) is stopped by
+    expat >= 2.4's amplification limit, but only after ~8 MiB of expansion and
+    half a second of work, and feedparser then falls back to its loose parser.
+    So ``parse_feed`` screens the DOCTYPE itself before feedparser sees the
+    document (``check_entities``): internal entities may only hold short
+    literal text or character references, and the total expansion may not
+    exceed the document's size; anything else is refused with a clear error.
+    External entity declarations are allowed (they are ignored, never fetched).
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import html
+import io
+import re
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.sax import SAXParseException
+
+import feedparser  # type: ignore[import-untyped]
+
+from aggregator.models import ParsedEntry, ParsedFeed
+from aggregator.text import canonical_url, collapse_ws, html_to_text, looks_like_html, sanitize_html, truncate
+
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "MAX_KEY_LENGTH",
+    "SUMMARY_LENGTH",
+    "ParseError",
+    "check_entities",
+    "parse_feed",
+]
+
+SUMMARY_LENGTH = 500  # characters of plain-text summary kept
+TITLE_FALLBACK_LENGTH = 120  # characters of text used as a missing title
+AUTHOR_LENGTH = 200
+MAX_KEY_LENGTH = 1000  # longer guids are replaced by "hash:" + their sha256
+FUTURE_TOLERANCE = timedelta(days=1)  # later dates are clamped to ``now``
+MAX_ENTITY_VALUE = 1024  # characters in one internal entity's replacement text
+_MIN_EXPANSION_BUDGET = 1024 * 1024  # characters entities may add, at least
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class ParseError(ValueError):
+    """Nothing usable in the document; ``message`` says why, for ``last_error``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --------------------------------------------------------------------------- entity screening
+
+_ENTITY_DECL_RE = re.compile(
+    r"""<!ENTITY\s+(%\s+)?([^\s"'>%&;]+)\s+"""
+    r"""(?:"([^"]*)"|'([^']*)'|((?:SYSTEM|PUBLIC)(?:\s+(?:"[^"]*"|'[^']*'))+)(?:\s+NDATA\s+\S+?)?)\s*>"""
+)
+_SAFE_VALUE_RE = re.compile(r"(?:[^&%]|&#[0-9]{1,7};|&#[xX][0-9a-fA-F]{1,6};)*")
+_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+
+
+def _as_text(body: bytes) -> str:
+    """The body as text for the entity screen: UTF-16/32 decoded, else latin-1.
+
+    Markup characters are ASCII, so latin-1 finds them in every ASCII-compatible
+    encoding (UTF-8, the ISO and Windows code pages, Shift_JIS, Big5...).
+    """
+    head = body[:4]
+    for marks, codec in (
+        ((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff", b"\x00\x00\x00<", b"<\x00\x00\x00"), "utf-32"),
+        ((b"\xff\xfe", b"\xfe\xff"), "utf-16"),
+    ):
+        if head.startswith(marks):
+            try:
+                if codec == "utf-32" and head in (b"\x00\x00\x00<", b"<\x00\x00\x00"):
+                    codec = "utf-32-be" if head[0] == 0 else "utf-32-le"
+                return body.decode(codec, "replace")
+            except LookupError:  # pragma: no cover - codecs always exist
+                break
+    if head in (b"\x00<\x00?", b"\x00<\x00!", b"\x00<\x00r", b"\x00<\x00f"):
+        return body.decode("utf-16-be", "replace")
+    if head in (b"<\x00?\x00", b"<\x00!\x00", b"<\x00r\x00", b"<\x00f\x00"):
+        return body.decode("utf-16-le", "replace")
+    return body.decode("latin-1")
+
+
+def _skip_doctype(text: str, i: int) -> int:
+    """Index just after the DOCTYPE that starts before ``i`` (its keyword consumed)."""
+    n = len(text)
+    in_subset = False
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            j = text.find(c, i + 1)
+            i = n if j < 0 else j + 1
+        elif in_subset and text.startswith("<!--", i):
+            j = text.find("-->", i + 4)
+            i = n if j < 0 else j + 3
+        elif in_subset and text.startswith("<?", i):
+            j = text.find("?>", i + 2)
+            i = n if j < 0 else j + 2
+        elif c == "[":
+            in_subset = True
+            i += 1
+        elif c == "]":
+            in_subset = False
+            i += 1
+        elif c == ">" and not in_subset:
+            return i + 1
+        else:
+            i += 1
+    return n
+
+
+def _prolog_end(text: str) -> int:
+    """Index where the root element starts: after declaration, comments, PIs, DOCTYPE."""
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace() or text[i] == "\ufeff":
+            i += 1
+        elif text.startswith("<?", i):
+            j = text.find("?>", i + 2)
+            i = n if j < 0 else j + 2
+        elif text.startswith("<!--", i):
+            j = text.find("-->", i + 4)
+            i = n if j < 0 else j + 3
+        elif text[i : i + 9].upper() == "<!DOCTYPE":
+            i = _skip_doctype(text, i + 9)
+        else:
+            return i
+    return n
+
+
+def check_entities(body: bytes) -> None:
+    """Refuse documents whose DTD could make the XML parser expand entities abusively.
+
+    Allowed: no entity declarations (nearly every feed); internal entities
+    whose replacement text is literal text or character references, at most
+    ``MAX_ENTITY_VALUE`` characters, and whose references in the document add
+    no more than its own size (or 1 MiB); external entities (never fetched).
+    Refused (``ParseError``): entities that reference other entities, parameter
+    entity tricks, oversized expansion, declarations this screen cannot read.
+    """
+    text = _as_text(body)
+    if "<!ENTITY" not in text:
+        return
+    end = _prolog_end(text)
+    prolog = _COMMENT_RE.sub("", text[:end])
+    declared = prolog.count("<!ENTITY")
+    if declared == 0:
+        return
+    matches = list(_ENTITY_DECL_RE.finditer(prolog))
+    if len(matches) != declared:
+        raise ParseError(
+            "refusing to parse: the document has an XML entity declaration that cannot be checked"
+        )
+    values: dict[str, str] = {}
+    for match in matches:
+        parameter, name = match.group(1), match.group(2)
+        if match.group(5) is not None:
+            continue  # external: never fetched, so it expands to nothing
+        value = match.group(3) if match.group(3) is not None else match.group(4)
+        if len(value) > MAX_ENTITY_VALUE or not _SAFE_VALUE_RE.fullmatch(value):
+            raise ParseError(
+                f"refusing to parse: XML entity {name!r} expands to other entities or too much text "
+                "(possible entity-expansion attack)"
+            )
+        if not parameter:
+            values[name] = value
+    rest = text[end:]
+    budget = max(len(body), _MIN_EXPANSION_BUDGET)
+    total = 0
+    for name, value in values.items():
+        if value:
+            total += rest.count(f"&{name};") * len(value)
+        if total > budget:
+            raise ParseError(
+                "refusing to parse: XML entities would expand the document beyond its own size "
+                "(possible entity-expansion attack)"
+            )
+
+
+# --------------------------------------------------------------------------- errors and warnings
+
+_HTML_SNIFF_RE = re.compile(rb"<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
+_TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_XML_DECL_RE = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<\?xml\s", re.IGNORECASE)
+
+
+def _html_error(body: bytes) -> str | None:
+    """The error message for an HTML page, or None if ``body`` does not look like one."""
+    head = body[:4096]
+    match = _HTML_SNIFF_RE.search(head)
+    if match is None:
+        return None
+    title_match = _TITLE_RE.search(body[:65536])
+    title = ""
+    if title_match:
+        title = truncate(html_to_text(title_match.group(1).decode("utf-8", "replace")), 80)
+    tag = re.sub(r"[\s>]+$", "", match.group(0).decode("ascii", "replace")).lower()
+    shown = f'"{title}"' if title else tag + ">"
+    return f"not a feed: the document is HTML ({shown})"
+
+
+def _describe(exc: object, body: bytes) -> str:
+    """A one-line message for feedparser's ``bozo_exception``."""
+    if isinstance(exc, SAXParseException):
+        line = exc.getLineNumber()
+        if isinstance(line, int) and line > 1 and not _XML_DECL_RE.match(body[:256]):
+            line -= 1  # feedparser prepended an XML declaration line
+        message = collapse_ws(str(exc.getMessage()))
+        return f"XML error: {message} at line {line}" if isinstance(line, int) else f"XML error: {message}"
+    text = collapse_ws(str(exc)) or type(exc).__name__
+    return truncate(text, 300)
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _utc(value: Any) -> datetime | None:
+    """feedparser's UTC ``struct_time`` (or 9-tuple) as an aware datetime, None if unusable."""
+    if value is None:
+        return None
+    try:
+        fields = tuple(value)[:6]
+        year, month, day, hour, minute, second = (int(x) for x in fields)
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except (TypeError, ValueError, OverflowError):
+        try:  # out-of-range fields: let the C library normalise them
+            return datetime.fromtimestamp(calendar.timegm(time.struct_time(value)), tz=UTC)
+        except (TypeError, ValueError, OverflowError, OSError):
+            return None
+
+
+def _clamp(value: datetime | None, now: datetime) -> datetime | None:
+    if value is not None and value > now + FUTURE_TOLERANCE:
+        return now
+    return value
+
+
+def _plain(value: Any, kind: str | None) -> str:
+    """Plain text of a feed text construct (a title, an author) of MIME type ``kind``."""
+    if not isinstance(value, str) or not value:
+        return ""
+    if (kind or "").lower() in _HTML_TYPES or looks_like_html(value):
+        return collapse_ws(html_to_text(value))
+    return collapse_ws(value)
+
+
+def _get(mapping: Mapping[str, Any], key: str) -> Any:
+    """``mapping[key]`` or None, bypassing FeedParserDict's key aliases.
+
+    FeedParserDict maps some missing keys to others (``updated_parsed`` to
+    ``published_parsed``, with a DeprecationWarning); we want exactly what the
+    document said.
+    """
+    if isinstance(mapping, dict):
+        return dict.get(mapping, key)
+    return mapping.get(key)
+
+
+def _detail(entry: Mapping[str, Any], name: str) -> tuple[str, str | None, str | None]:
+    """``(value, type, base)`` of a text construct such as ``summary``."""
+    detail = _get(entry, f"{name}_detail") or {}
+    value = _get(entry, name)
+    return (
+        value if isinstance(value, str) else "",
+        _get(detail, "type") if isinstance(detail, Mapping) else None,
+        _get(detail, "base") if isinstance(detail, Mapping) else None,
+    )
+
+
+def _as_html(value: str, kind: str | None) -> str:
+    """The construct as HTML: HTML types as they are, plain text escaped.
+
+    The type is feedparser's, which already treats RSS text that looks like
+    HTML as HTML; an explicit Atom ``type="text"`` stays text.
+    """
+    if (kind or "text/html").lower() in _HTML_TYPES:
+        return value
+    return html.escape(value).replace("\n", "<br>\n")
+
+
+def _http_link(value: Any, base: str) -> str | None:
+    """``value`` resolved against ``base`` and canonicalised, if it is an http(s) URL."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    link = canonical_url(value, base=base)
+    return link if link.lower().startswith(("http://", "https://")) else None
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | None:
+    """One feedparser entry as a ``ParsedEntry``; None when it has nothing to show."""
+    link = _http_link(_get(raw, "link"), url)
+
+    # Body: content (content:encoded, atom:content), else the summary/description.
+    content_value, content_type, content_base = "", None, None
+    for item in _get(raw, "content") or ():
+        value = _get(item, "value") if isinstance(item, Mapping) else None
+        if isinstance(value, str) and value.strip():
+            content_value, content_type, content_base = value, _get(item, "type"), _get(item, "base")
+            break
+    summary_value, summary_type, summary_base = _detail(raw, "summary")
+
+    summary_text = html_to_text(_as_html(summary_value, summary_type)) if summary_value else ""
+    if content_value:
+        body_html, body_type, body_base = content_value, content_type, content_base
+        text = html_to_text(_as_html(content_value, content_type))
+    else:
+        body_html, body_type, body_base = summary_value, summary_type, summary_base
+        text = summary_text
+    content_html = (
+        sanitize_html(_as_html(body_html, body_type), base_url=body_base or url) if body_html else ""
+    )
+    summary = truncate(summary_text or text, SUMMARY_LENGTH)
+
+    title_value, title_type, _ = _detail(raw, "title")
+    title = _plain(title_value, title_type)
+    if not title and not text and link is None:
+        return None
+    if not title:
+        title = truncate(text, TITLE_FALLBACK_LENGTH) or link or ""
+
+    guid = _get(raw, "id")
+    guid = guid.strip() if isinstance(guid, str) else ""
+    if guid:
+        key = guid if len(guid) <= MAX_KEY_LENGTH else "hash:" + _sha256(guid)
+    elif link is not None:
+        key = link
+    else:
+        key = "hash:" + _sha256(title + "\n" + summary)
+
+    author_value, author_type, _ = _detail(raw, "author")
+    author = truncate(_plain(author_value, author_type), AUTHOR_LENGTH) or None
+
+    published = _clamp(_utc(_get(raw, "published_parsed")), now)
+    updated = _clamp(_utc(_get(raw, "updated_parsed")), now)
+    dated = published is not None or updated is not None
+    published = published or updated or now
+    updated = updated or published
+
+    return ParsedEntry(
+        key=key,
+        title=title,
+        link=link,
+        summary=summary,
+        content_html=content_html,
+        text=text,
+        author=author,
+        published=published,
+        updated=updated,
+        content_hash=_sha256(title + "\n" + text),
+        dated=dated,
+    )
+
+
+def _ttl(value: Any) -> int | None:
+    try:
+        minutes = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return minutes if minutes > 0 else None
+
+
+def _feedparser_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The response headers feedparser should see: the encoding hints.
+
+    Content-Encoding and friends are left out: the body is already decoded.
+    """
+    result: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower in ("content-type", "content-language"):
+            result[lower] = value
+    # Without a Content-Type feedparser flags the document ("no Content-type
+    # specified"); application/xml makes it honour the XML declaration's encoding.
+    # No Content-Location: feedparser would resolve relative guids against it,
+    # turning "<guid>123</guid>" into a URL that changes when the feed moves.
+    # We resolve links against the feed URL ourselves (xml:base still applies).
+    result.setdefault("content-type", "application/xml")
+    return result
+
+
+def parse_feed(
+    body: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    now: datetime,
+    max_entries: int = 1000,
+) -> ParsedFeed:
+    """Parse one feed document.
+
+    ``url`` is the document's final URL (the base for relative links),
+    ``headers`` the HTTP response headers (their charset is honoured), ``now``
+    the fetch time (entries without dates get it; dates more than a day ahead
+    are clamped to it). At most ``max_entries`` entries are kept, in document
+    order; entries repeating an earlier key are dropped.
+
+    Raises ``ParseError`` when the body is empty, is not a feed (an HTML page,
+    other XML), is broken XML that yields no entries, or declares unsafe
+    entities. A broken document that still yields entries is returned with its
+    error in ``warning``.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    now = now.astimezone(UTC)
+    if not body or not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+        raise ParseError("not a feed: empty document")
+    check_entities(body)
+
+    result = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=_feedparser_headers(headers),
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    raw_entries = _get(result, "entries") or []
+    version = _get(result, "version") or ""
+    bozo = bool(_get(result, "bozo"))
+    problem = _get(result, "bozo_exception") if bozo else None
+    fatal = isinstance(problem, SAXParseException)
+
+    if not raw_entries and (not version or fatal):
+        html_message = _html_error(body)
+        if html_message is not None:
+            raise ParseError(html_message)
+        if problem is not None:
+            raise ParseError(_describe(problem, body))
+        raise ParseError("not a feed: no RSS, Atom or RDF document found")
+
+    entries: list[ParsedEntry] = []
+    seen: set[str] = set()
+    skipped = 0
+    for raw in raw_entries:
+        if len(entries) >= max_entries:
+            break
+        try:
+            entry = _entry(raw, url=url, now=now)
+        except Exception:  # one malformed entry must not lose the feed  # noqa: BLE001
+            skipped += 1
+            continue
+        if entry is None or entry.key in seen:
+            continue
+        seen.add(entry.key)
+        entries.append(entry)
+
+    if not entries and fatal:
+        raise ParseError(_describe(problem, body))
+
+    feed = _get(result, "feed") or {}
+    title_value, title_type, _ = _detail(feed, "title")
+    warnings = []
+    if problem is not None:
+        warnings.append(_describe(problem, body))
+    if skipped:
+        warnings.append(f"skipped {skipped} malformed entr{'y' if skipped == 1 else 'ies'}")
+    return ParsedFeed(
+        title=_plain(title_value, title_type) or None,
+        link=_http_link(_get(feed, "link"), url),
+        entries=tuple(entries),
+        ttl_minutes=_ttl(_get(feed, "ttl")),
+        warning="; ".join(warnings) or None,
+    )

@@ -1,0 +1,449 @@
+"""Text and URL cleaning: pure functions from strings to strings.
+
+What this module does
+    * ``html_to_text``: HTML (fragment or document) to plain text, for
+      similarity, search and summaries.
+    * ``sanitize_html``: untrusted HTML to a small, safe subset that the web
+      pages embed and the Atom publisher republishes.
+    * ``collapse_ws`` / ``truncate``: whitespace and length helpers.
+    * ``canonical_url``: one spelling per article URL (tracking parameters
+      removed), used for entry keys and for "same link" detection.
+
+What it must not do
+    No I/O, no clock, no global state beyond caches of pure results; never
+    raise on odd input (garbage in, best-effort text out). This is the only
+    module that imports ``lxml`` and ``nh3``; everything else calls these
+    functions instead.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import unquote_plus, urljoin, urlsplit, urlunsplit
+
+import lxml.etree  # type: ignore[import-untyped]
+import lxml.html  # type: ignore[import-untyped]
+import nh3
+
+__all__ = [
+    "ALLOWED_ATTRIBUTES",
+    "ALLOWED_TAGS",
+    "TRACKING_PARAMS",
+    "TRACKING_PREFIXES",
+    "URL_SCHEMES",
+    "canonical_url",
+    "collapse_ws",
+    "html_to_text",
+    "looks_like_html",
+    "sanitize_html",
+    "truncate",
+]
+
+# --------------------------------------------------------------------------- whitespace
+
+_WS_RE = re.compile(r"\s+")
+_INLINE_WS_RE = re.compile(r"[^\S\n]+")  # whitespace except newline
+# C0 controls (except tab, newline, carriage return), DEL, lone surrogates and
+# non-characters: lxml refuses some of them and none of them belong in text.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def collapse_ws(text: str) -> str:
+    """Every run of whitespace (newlines included) becomes one space; ends stripped."""
+    return _WS_RE.sub(" ", text).strip()
+
+
+def truncate(text: str, n: int, ellipsis: str = "…") -> str:
+    """``text`` shortened to at most ``n`` characters, cut at a word boundary.
+
+    Whitespace is collapsed first. When something was cut, ``ellipsis`` is
+    appended (and counted in ``n``). A single word longer than the limit is cut
+    mid-word rather than dropped.
+    """
+    text = collapse_ws(text)
+    if n <= 0:
+        return ""
+    if len(text) <= n:
+        return text
+    room = max(n - len(ellipsis), 0)
+    if room == 0:
+        return ellipsis[:n]
+    cut = text[: room + 1]
+    space = cut.rfind(" ")
+    # cut at a word boundary unless it is too far back
+    head = cut[:space] if space > room // 2 else text[:room]
+    return head.rstrip(" ,;:.-–—") + ellipsis
+
+
+# --------------------------------------------------------------------------- HTML to text
+
+# Elements whose content is never readable text.
+# (Not object/embed: libxml2 does not treat <embed> as empty and would swallow
+# what follows; their content is fallback text anyway.)
+_DROP_TAGS = ("script", "style", "template", "head", "svg", "math", "iframe", "select")
+# Elements that start a new line of text.
+_BLOCK_TAGS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "dd",
+        "details",
+        "dialog",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hgroup",
+        "hr",
+        "html",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+        "caption",
+    ]
+)
+_CELL_TAGS = frozenset({"td", "th"})
+_MARKUP_RE = re.compile(r"<[a-zA-Z/!?]|&(?:#\d+|#[xX][0-9a-fA-F]+|[a-zA-Z][a-zA-Z0-9]*);")
+
+_HTML_PARSER = lxml.html.HTMLParser(
+    encoding="utf-8",  # we always hand it UTF-8 bytes; ignores <meta charset>
+    remove_comments=True,
+    remove_pis=True,
+    no_network=True,
+    recover=True,
+    default_doctype=False,
+)
+
+
+def looks_like_html(text: str) -> bool:
+    """True when ``text`` contains a tag or an entity reference."""
+    return _MARKUP_RE.search(text) is not None
+
+
+def _tidy_lines(text: str) -> str:
+    lines = (_INLINE_WS_RE.sub(" ", line).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def html_to_text(html: str) -> str:
+    """Plain text of an HTML fragment or document.
+
+    Entities are decoded, comments, scripts, styles and other non-text elements
+    are dropped, block elements and ``<br>`` start new lines, table cells are
+    separated by spaces. Runs of spaces collapse to one; lines are stripped and
+    empty lines removed, so paragraphs are separated by a single ``"\\n"``.
+    Never raises: unparseable input gives its tag-less best effort or ``""``.
+    """
+    if not html:
+        return ""
+    html = _CONTROL_RE.sub("", html)
+    if "<" not in html and "&" not in html:
+        return _tidy_lines(html.replace("\r", "\n"))
+    try:
+        root = lxml.html.document_fromstring(html.encode("utf-8", "replace"), parser=_HTML_PARSER)
+    except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError):
+        return _tidy_lines(re.sub(r"<[^>]*>", " ", html).replace("\r", "\n"))
+    for element in list(root.iter(*_DROP_TAGS)):
+        element.drop_tree()
+    # Source line breaks are spaces in HTML (except in <pre>); the structure
+    # alone decides where lines break.
+    # (A set of the elements themselves: it keeps lxml's proxies alive, so
+    # identity holds; ids of transient proxies would be reused.)
+    preformatted = {inner for pre in root.iter("pre") for inner in pre.iter()}
+    for element in root.iter():
+        if element.text and element not in preformatted:
+            element.text = _WS_RE.sub(" ", element.text)
+        if element.tail and (element not in preformatted or element.tag == "pre"):
+            element.tail = _WS_RE.sub(" ", element.tail)
+    for element in root.iter():
+        tag = element.tag
+        if not isinstance(tag, str):  # comments, PIs, entities left by recovery
+            continue
+        tag = tag.lower()
+        if tag == "br":
+            element.tail = "\n" + (element.tail or "")
+        elif tag in _BLOCK_TAGS:
+            element.text = "\n" + (element.text or "")
+            element.tail = "\n" + (element.tail or "")
+        elif tag in _CELL_TAGS:
+            element.tail = " " + (element.tail or "")
+        elif tag == "img" and element.get("alt"):
+            # keep an image's alternative text where the image was
+            element.tail = " " + element.get("alt", "") + " " + (element.tail or "")
+    text: str = root.text_content()
+    return _tidy_lines(text.replace("\r", "\n").replace("\xa0", " "))
+
+
+# --------------------------------------------------------------------------- sanitising
+
+#: Tags kept by ``sanitize_html``; anything else is unwrapped (its text kept)
+#: unless it is in ``_REMOVE_WITH_CONTENT``. No tables (layout junk in feeds),
+#: no h1 (the page owns the top heading), no forms, no embedded content.
+ALLOWED_TAGS: frozenset[str] = frozenset(
+    [
+        "p",
+        "br",
+        "hr",
+        "a",
+        "em",
+        "strong",
+        "b",
+        "i",
+        "u",
+        "s",
+        "sub",
+        "sup",
+        "small",
+        "mark",
+        "q",
+        "cite",
+        "abbr",
+        "ul",
+        "ol",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "blockquote",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "code",
+        "figure",
+        "figcaption",
+        "img",
+    ]
+)
+#: Attributes kept per tag. ``rel`` is set by the sanitiser, never copied.
+ALLOWED_ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title"},
+    "abbr": {"title"},
+    "q": {"cite"},
+    "blockquote": {"cite"},
+}
+#: URL schemes allowed in href/src/cite; relative URLs are resolved or dropped.
+URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
+_REMOVE_WITH_CONTENT = frozenset(
+    [
+        "script",
+        "style",
+        "template",
+        "noscript",
+        "svg",
+        "math",
+        "iframe",
+        "frame",
+        "frameset",
+        "object",
+        "embed",
+        "applet",
+        "form",
+        "textarea",
+        "select",
+        "button",
+        "canvas",
+        "audio",
+        "video",
+        "source",
+        "track",
+        "head",
+        "title",
+    ]
+)
+_LINK_REL = "nofollow noopener noreferrer"
+_SCHEME_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
+
+
+def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
+    # Images must come over http(s): no mailto:, no data: (nh3 already refuses
+    # schemes outside URL_SCHEMES). Must never raise (nh3 reports to unraisablehook).
+    if tag == "img" and attribute == "src":
+        scheme = _SCHEME_RE.match(value.strip())
+        if scheme and scheme.group(1).lower() not in ("http", "https"):
+            return None
+    return value
+
+
+@lru_cache(maxsize=256)
+def _cleaner(base_url: str | None) -> nh3.Cleaner:
+    if base_url is None:
+        return _make_cleaner("deny")
+    return _make_cleaner(("rewrite_with_base", base_url))
+
+
+def _make_cleaner(relative: Literal["deny"] | tuple[Literal["rewrite_with_base"], str]) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags=set(_REMOVE_WITH_CONTENT),
+        attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        attribute_filter=_attribute_filter,
+        strip_comments=True,
+        link_rel=_LINK_REL,
+        url_schemes=set(URL_SCHEMES),
+        url_relative=relative,
+    )
+
+
+def _usable_base(base_url: str | None) -> str | None:
+    if not base_url:
+        return None
+    try:
+        parts = urlsplit(base_url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    return urlunsplit(parts)
+
+
+def sanitize_html(html: str, base_url: str | None = None) -> str:
+    """Untrusted HTML reduced to a safe subset (an allow-list, via nh3/ammonia).
+
+    Kept: ``ALLOWED_TAGS`` with ``ALLOWED_ATTRIBUTES``; links get
+    ``rel="nofollow noopener noreferrer"``; images must be http(s) (no
+    attributes are added to them: nh3 adds them in hash order, and the output
+    must be deterministic for republishing). URLs must be http,
+    https or mailto; relative URLs are resolved against ``base_url`` when it is
+    an http(s) URL and dropped otherwise. Removed: every other tag (its text is
+    kept), and entirely with their content scripts, styles, svg, math, iframes,
+    objects, forms, media. No ``style``, ``class``, ``id`` or event handler
+    attributes survive. Comments are stripped. Never raises.
+    """
+    if not html:
+        return ""
+    html = _CONTROL_RE.sub("", html)
+    try:
+        cleaner = _cleaner(_usable_base(base_url))
+    except ValueError:  # a base nh3 refuses: fall back to dropping relative URLs
+        cleaner = _cleaner(None)
+    return cleaner.clean(html).strip()
+
+
+# --------------------------------------------------------------------------- URLs
+
+#: Query parameters removed by ``canonical_url`` (compared case-insensitively):
+#: analytics and campaign tags that do not select content.
+TRACKING_PARAMS: frozenset[str] = frozenset(
+    [
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "ttclid",
+        "wbraid",
+        "gbraid",
+        "li_fat_id",
+        "mc_cid",
+        "mc_eid",
+        "igshid",
+        "igsh",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "mkt_tok",
+        "vero_id",
+        "vero_conv",
+        "ref",
+        "ref_src",
+        "ref_url",
+        "cmpid",
+        "ocid",
+        "spm",
+        "icid",
+        "ito",
+        "xtor",
+        "smid",
+        "wt.mc_id",
+        "s_kwcid",
+        "ef_id",
+        "ns_mchannel",
+        "ns_source",
+        "ns_campaign",
+        "ns_linkname",
+        "ns_fee",
+        "at_medium",
+        "at_campaign",
+        "oly_anon_id",
+        "oly_enc_id",
+        "rb_clickid",
+        "__twitter_impression",
+    ]
+)
+#: Query parameter prefixes removed by ``canonical_url``.
+TRACKING_PREFIXES: tuple[str, ...] = ("utm_", "pk_", "mtm_", "__hs", "hsa_")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_tracking(raw_key: str) -> bool:
+    key = unquote_plus(raw_key).strip().lower()
+    return key in TRACKING_PARAMS or key.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str, base: str | None = None) -> str:
+    """One canonical spelling of an http(s) URL.
+
+    Resolves against ``base`` when given and ``url`` is relative; lower-cases
+    scheme and host, drops a default port, userinfo is kept, drops the
+    fragment, removes tracking query parameters (``TRACKING_PARAMS``,
+    ``TRACKING_PREFIXES``), sorts the remaining parameters (their spelling is
+    kept byte for byte, so no re-encoding changes meaning) and turns an empty
+    path into ``/``. Non-http(s) URLs and anything unparseable come back
+    stripped and otherwise unchanged. Never raises.
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    try:
+        if base:
+            text = urljoin(base.strip(), text)
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS or not parts.netloc:
+            return text
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = parts.port
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            host = f"{host}:{port}"
+        userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+        netloc = f"{userinfo}@{host}" if userinfo else host
+        pairs = [p for p in parts.query.split("&") if p and not _is_tracking(p.split("=", 1)[0])]
+        pairs.sort()
+        path = parts.path or "/"
+        return urlunsplit((scheme, netloc, path, "&".join(pairs), ""))
+    except (ValueError, TypeError, UnicodeError):
+        return text
