@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from aggregator import __version__, config
 from aggregator.config import ConfigError, Settings
 from aggregator.models import UpdateReport
+from aggregator import storage as storage_module
 from aggregator.storage import FeedExistsError, Storage, StorageError
 
 log = logging.getLogger("aggregator")
@@ -64,16 +65,8 @@ def normalise_feed_url(value: str) -> str:
 # --------------------------------------------------------------------------- setup
 
 
-def open_storage(settings: Settings, *, upgrade: bool | None = None) -> Storage:
-    """Open the database and make sure its schema is current.
-
-    The embedded default (SQLite) upgrades itself; other databases must be
-    upgraded with ``aggregator db upgrade`` (processes refuse to start on an
-    out-of-date schema).
-    """
-    storage = Storage(settings.database_url)
-    storage.ensure_schema(auto_upgrade=storage.is_sqlite if upgrade is None else upgrade)
-    return storage
+def open_storage(settings: Settings) -> Storage:
+    return storage_module.open_storage(settings.database_url)
 
 
 def make_engine(settings: Settings) -> Any:
@@ -99,6 +92,7 @@ def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
     logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))
     logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     logging.getLogger("waitress").setLevel(max(level, logging.INFO))
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
 
 
 # --------------------------------------------------------------------------- commands

@@ -149,3 +149,32 @@ def test_evaluate_the_seed_reports(db: Path, monkeypatch: pytest.MonkeyPatch, tm
     assert story["001"] == story["003"]
     assert len({story["000"], story["002"], story["004"], story["001"]}) == 4
     assert figures["bcubed_f1"] == 1.0
+
+
+def test_wsgi_entry_serves_and_refuses_an_old_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aggregator.storage import SchemaOutOfDateError
+    from aggregator.wsgi import make_app
+
+    monkeypatch.setenv("AGGREGATOR_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    app = make_app()  # SQLite: upgraded on first start
+    assert app.test_client().get("/healthz").status_code == 200
+    monkeypatch.setenv("AGGREGATOR_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    if not _postgres_up():
+        pytest.skip("PostgreSQL is not running at 127.0.0.1:5432")
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDateError):
+        make_app()
+
+
+def _postgres_up() -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", 5432)) == 0

@@ -14,7 +14,26 @@ from aggregator.storage.facade import (
     StorageUnavailableError,
 )
 
+
+
+def open_storage(url: str, *, upgrade: bool | None = None) -> Storage:
+    """Open the database and make sure its schema is current.
+
+    The embedded default (SQLite) upgrades itself; other databases must be
+    upgraded with ``aggregator db upgrade`` (``upgrade=None``), and processes
+    refuse to start on an out-of-date schema (:class:`SchemaOutOfDateError`).
+    """
+    storage = Storage(url)
+    try:
+        storage.ensure_schema(auto_upgrade=storage.is_sqlite if upgrade is None else upgrade)
+    except BaseException:
+        storage.close()
+        raise
+    return storage
+
+
 __all__ = [
+    "open_storage",
     "FeedExistsError",
     "SchemaOutOfDateError",
     "Storage",
