@@ -10,6 +10,7 @@ date).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -23,9 +24,9 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from aggregator import __version__, config
+from aggregator import storage as storage_module
 from aggregator.config import ConfigError, Settings
 from aggregator.models import UpdateReport
-from aggregator import storage as storage_module
 from aggregator.storage import FeedExistsError, Storage, StorageError
 
 log = logging.getLogger("aggregator")
@@ -233,8 +234,8 @@ def cmd_update(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 def cmd_stories_export(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     storage = open_storage(settings)
-    target = open(args.output, "w", encoding="utf-8") if args.output else out
-    try:
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else out
         for item in storage.iter_stories():
             record = {
                 "id": item.story.id,
@@ -251,9 +252,6 @@ def cmd_stories_export(args: argparse.Namespace, settings: Settings, out: TextIO
                 ],
             }
             target.write(json.dumps(record, ensure_ascii=False) + "\n")
-    finally:
-        if target is not out:
-            target.close()
     return EXIT_OK
 
 

@@ -15,7 +15,6 @@ from aggregator.storage.facade import (
 )
 
 
-
 def open_storage(url: str, *, upgrade: bool | None = None) -> Storage:
     """Open the database and make sure its schema is current.
 

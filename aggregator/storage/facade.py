@@ -161,10 +161,8 @@ class Storage:
                 cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.execute("PRAGMA foreign_keys=ON")
-                try:
+                with contextlib.suppress(Exception):  # read-only file system: keep the default journal
                     cursor.execute("PRAGMA journal_mode=WAL")
-                except Exception:  # read-only file system: keep the default journal
-                    pass
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
 
