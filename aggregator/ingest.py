@@ -282,11 +282,13 @@ class ClusterEngine:
             since = latest - timedelta(hours=self.settings.window_hours * 2)
         count = 0
         for article, signature in storage.clustered_articles(since=since):
-            stored = None
-            if signature is not None and signature.params == self.settings.signature_params():
-                stored = signature.hashvalues
             assert article.story_id is not None
-            self.clusterer.restore(document(article), article.story_id, stored)
+            if signature is None:
+                self.clusterer.restore(document(article), article.story_id)
+            else:  # a signature made with other LSH parameters is recomputed
+                self.clusterer.restore(
+                    document(article), article.story_id, signature.hashvalues, signature.params
+                )
             count += 1
         return count
 

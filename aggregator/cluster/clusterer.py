@@ -1,0 +1,497 @@
+"""The streaming clusterer: candidates from LSH, decision from weighted cosine and evidence.
+
+See the package docstring (``aggregator/cluster/__init__.py``) for the theory of operation.
+This module holds the state and the decision rule; text features are in ``features``,
+datasketch in ``sketch``. It does no I/O and reads no clock: time comes only from the
+articles' ``published`` values.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .features import Features, extract, sketch_terms
+from .settings import ClusterSettings, Decision, Document
+from .sketch import CandidateIndex, Sketch, Sketcher, SketchParams
+
+Vector = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An article's features and sketch, computed without touching the clusterer's state."""
+
+    doc: Document
+    features: Features
+    sketch: Sketch
+    time: float | None  # POSIX seconds of ``published``; None = unknown
+    raw: Vector  # term weights before IDF (whole article)
+
+
+@dataclass
+class _Article:
+    id: int
+    story: int
+    time: float  # effective time (``published``, else the stream's clock when it arrived)
+    vec: Vector  # unit vector, IDF as of when it was added
+    shingles: frozenset[str]
+    fingerprint: int
+    sketch: Sketch
+
+
+@dataclass
+class _Story:
+    id: int
+    first: float
+    last: float
+    dated: tuple[float, float] | None = None  # (first, last) ``published`` of the dated members
+    size: int = 0
+    centroid: Vector = field(default_factory=dict)  # sum of the members' unit vectors
+    norm2: float = 0.0  # squared norm of centroid, kept incrementally
+    total_length: int = 0  # sum of the members' distinct-term counts
+    specifics: Counter[str] = field(default_factory=Counter)  # names and numbers: how many members have each
+    specific_members: int = 0  # members with at least one name or number
+    members: set[int] = field(default_factory=set)  # ids of the members still held
+
+
+def _add_into(target: Vector, vec: Vector, norm2: float, scale: float = 1.0) -> float:
+    """target += scale * vec; returns the new squared norm of target."""
+    dot = 0.0
+    sq = 0.0
+    for k, v in vec.items():
+        v *= scale
+        old = target.get(k, 0.0)
+        dot += old * v
+        sq += v * v
+        target[k] = old + v
+    return norm2 + 2.0 * dot + sq
+
+
+def _unit(vec: Vector) -> Vector:
+    n = math.sqrt(sum(v * v for v in vec.values()))
+    if n <= 0.0:
+        return {}
+    return {k: v / n for k, v in vec.items()}
+
+
+def _dot(a: Vector, b: Vector) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    s = 0.0
+    for k, v in a.items():
+        w = b.get(k)
+        if w is not None:
+            s += v * w
+    return s
+
+
+class Clusterer:
+    """Assigns each arriving article to a story; see the package docstring."""
+
+    def __init__(
+        self, settings: ClusterSettings | None = None, storage_config: dict[str, Any] | None = None
+    ) -> None:
+        self.settings = s = settings or ClusterSettings()
+        self._params = SketchParams(num_perm=s.num_perm, seed=s.seed, scheme=s.scheme)
+        self._sketcher = Sketcher(self._params)
+        self._index = CandidateIndex(self._params, s.threshold, storage_config)
+        self._window = s.window_hours * 3600.0
+        self._articles: dict[int, _Article] = {}
+        self._stories: dict[int, _Story] = {}
+        self._fingerprints: dict[int, int] = {}  # fingerprint -> earliest article id still held
+        self._df: Counter[str] = Counter()  # document frequency over the articles held
+        self._n = 0  # articles held (the IDF's N)
+        self._clock: float | None = None  # newest effective time seen
+        self._expiry: list[tuple[float, int]] = []  # heap of (time, article id)
+        self._version = 0  # bumped by every change of the IDF counts
+        self._cache: tuple[tuple[int, int], Vector] | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    def __len__(self) -> int:
+        return len(self._articles)
+
+    @property
+    def bands(self) -> tuple[int, int]:
+        return self._index.bands
+
+    def prepare(self, doc: Document) -> Prepared:
+        return self._prepare(doc, None)
+
+    def signature(self, prepared: Prepared) -> bytes:
+        return self._sketcher.to_bytes(prepared.sketch)
+
+    def decide(self, prepared: Prepared) -> Decision:
+        s = self.settings
+        f = prepared.features
+        if not prepared.raw:
+            return Decision(None, 0.0, "empty", None)
+        # 1. exact copy: same normalised text as an article still held
+        t = prepared.time if prepared.time is not None else self._clock
+        window = self._window
+        original = self._fingerprints.get(f.fingerprint)
+        if original is not None and original in self._articles:
+            a = self._articles[original]
+            if t is None or abs(t - a.time) <= window:
+                return Decision(a.story, 1.0, "copy", original)
+        hits = self._index.query(prepared.sketch)
+        # 2. near-exact copy among the LSH hits
+        if f.length >= s.copy_min_terms:
+            best_j, best_a = 0.0, None
+            shingles = f.shingles
+            size = len(shingles)
+            lo, hi = size * s.copy_jaccard, size / s.copy_jaccard
+            for key in hits:
+                a = self._articles.get(key)  # type: ignore[call-overload]
+                if a is None:
+                    continue
+                other = len(a.shingles)
+                if other < lo or other > hi or (t is not None and abs(t - a.time) > window):
+                    continue  # sizes alone rule out the Jaccard needed
+                inter = len(shingles & a.shingles)
+                j = inter / (size + other - inter)
+                if j > best_j or (j == best_j and best_a is not None and a.id < best_a.id):
+                    best_j, best_a = j, a
+            if best_a is not None and best_j >= s.copy_jaccard:
+                return Decision(best_a.story, 1.0, "copy", best_a.id)
+        # 3. similarity to the candidate stories
+        scored = self.score_candidates(prepared, hits)
+        passing = [(c["score"] - c["threshold"], c) for c in scored if c["score"] >= c["threshold"]]
+        if not passing:
+            best = max((c["score"] for c in scored), default=0.0)
+            return Decision(None, round(best, 6), "new", None)
+        passing.sort(key=lambda x: (-x[0], x[1]["story"]))
+        top = passing[0][1]
+        merge = self._bridged(prepared, top, scored)
+        return Decision(top["story"], round(top["score"], 6), "similar", None, merge)
+
+    def _bridged(
+        self, prepared: Prepared, top: dict[str, Any], scored: list[dict[str, Any]]
+    ) -> tuple[int, ...]:
+        """Other candidate stories that this article bridges to its chosen story.
+
+        The article only *proposes* the pair (it must come near the other story's
+        threshold); the pair is merged when the two stories' centroids, the article
+        included in the chosen one, are similar themselves.
+        """
+        s = self.settings
+        others = [
+            c for c in scored if c["story"] != top["story"] and c["score"] >= s.merge_ratio * c["threshold"]
+        ]
+        if not others:
+            return ()
+        a = self._stories[top["story"]]
+        vec = self._doc_vector(prepared)
+        centroid = dict(a.centroid)
+        norm2 = _add_into(centroid, vec, a.norm2)
+        out = []
+        for c in others:
+            b = self._stories[c["story"]]
+            if b.norm2 <= 0 or norm2 <= 0:
+                continue
+            sim = _dot(centroid, b.centroid) / math.sqrt(norm2 * b.norm2)
+            c["story_cos"] = sim
+            mean_len = (a.total_length + b.total_length + prepared.features.length) / (a.size + b.size + 1)
+            if sim >= min(s.merge_threshold, s.merge_scale * math.sqrt(mean_len)):
+                out.append(c["story"])
+        return tuple(sorted(out))
+
+    def add(self, prepared: Prepared, story_id: int) -> None:
+        """Commit the article into ``story_id`` (creating the story's state if needed)."""
+        doc = prepared.doc
+        if doc.id in self._articles:
+            raise ValueError(f"article {doc.id} is already indexed")
+        t = prepared.time if prepared.time is not None else self._clock
+        if t is None:
+            t = 0.0  # no date seen yet anywhere: all undated articles are "at the same moment"
+        if self._clock is None or t > self._clock:
+            self._clock = t
+        f = prepared.features
+        # IDF as of now, including this article
+        self._n += 1
+        for term in prepared.raw:
+            self._df[term] += 1
+        self._version += 1
+        vec = self._doc_vector(prepared, committed=True)
+        story = self._stories.get(story_id)
+        if story is None:
+            story = self._stories[story_id] = _Story(story_id, t, t)
+        story.first = min(story.first, t)
+        story.last = max(story.last, t)
+        if prepared.time is not None:
+            pt = prepared.time
+            story.dated = (
+                (pt, pt) if story.dated is None else (min(story.dated[0], pt), max(story.dated[1], pt))
+            )
+        story.size += 1
+        story.total_length += f.length
+        spec = f.names | f.numbers
+        if spec:
+            story.specific_members += 1
+            story.specifics.update(spec)
+        story.norm2 = _add_into(story.centroid, vec, story.norm2)
+        story.members.add(doc.id)
+        art = _Article(doc.id, story_id, t, vec, f.shingles, f.fingerprint, prepared.sketch)
+        self._articles[doc.id] = art
+        self._fingerprints.setdefault(f.fingerprint, doc.id)
+        self._index.insert(doc.id, prepared.sketch)
+        heapq.heappush(self._expiry, (t, doc.id))
+        self._prune()
+
+    def merge(self, into: int, others: Iterable[int]) -> None:
+        """Fold the state of ``others`` into story ``into``."""
+        target = self._stories.get(into)
+        for other_id in others:
+            if other_id == into:
+                continue
+            other = self._stories.pop(other_id, None)
+            if other is None:
+                continue
+            if target is None:
+                target = self._stories[into] = _Story(into, other.first, other.last)
+            target.first = min(target.first, other.first)
+            target.last = max(target.last, other.last)
+            if other.dated is not None:
+                d = target.dated
+                target.dated = (
+                    other.dated if d is None else (min(d[0], other.dated[0]), max(d[1], other.dated[1]))
+                )
+            target.size += other.size
+            target.total_length += other.total_length
+            target.specifics.update(other.specifics)
+            target.specific_members += other.specific_members
+            target.norm2 = _add_into(target.centroid, other.centroid, target.norm2)
+            for aid in other.members:
+                a = self._articles.get(aid)
+                if a is not None:
+                    a.story = into
+            target.members |= other.members
+
+    def assign(self, doc: Document, new_story_id: Callable[[], int]) -> tuple[Decision, int]:
+        prepared = self.prepare(doc)
+        decision = self.decide(prepared)
+        story_id = decision.story_id if decision.story_id is not None else new_story_id()
+        if decision.merge:
+            self.merge(story_id, decision.merge)
+        self.add(prepared, story_id)
+        return decision, story_id
+
+    def restore(
+        self, doc: Document, story_id: int, signature: bytes | None = None, params: str | None = None
+    ) -> None:
+        """Re-add a stored article (oldest first) without deciding.
+
+        ``story_id`` must be the article's current story (after any merges). The stored
+        ``signature`` is used when it was made with this configuration (``params`` equal
+        to :meth:`ClusterSettings.signature_params`, or omitted) and has the right size;
+        otherwise the sketch is recomputed.
+        """
+        sketch = None
+        if signature is not None and (params is None or params == self.settings.signature_params()):
+            sketch = self._sketcher.from_bytes(signature)
+        self.add(self._prepare(doc, sketch), story_id)
+
+    # ------------------------------------------------------------------ scoring
+
+    def score_candidates(self, prepared: Prepared, hits: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Every candidate story with its evidence, score and threshold (for decide and analysis)."""
+        s = self.settings
+        if hits is None:
+            hits = self._index.query(prepared.sketch)
+        counts: Counter[int] = Counter()
+        for key in hits:
+            a = self._articles.get(key)
+            if a is not None:
+                counts[a.story] += 1
+        t = prepared.time if prepared.time is not None else self._clock
+        cands = []
+        for sid, n in counts.items():
+            st = self._stories[sid]
+            gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+            if gap > self._window:
+                continue
+            cands.append((n, sid, gap))
+        cands.sort(key=lambda x: (-x[0], x[1]))
+        cands = cands[: s.max_candidates]
+        if not cands:
+            return []
+        vec = self._doc_vector(prepared)
+        vnorm = 1.0
+        f = prepared.features
+        length = f.length
+        base = min(s.join_cap, max(s.join_floor, s.join_scale * math.sqrt(length)))
+        pt = prepared.time
+        spec = f.names | f.numbers
+        out = []
+        for n, sid, gap in cands:
+            st = self._stories[sid]
+            cen = st.centroid
+            dot = 0.0
+            shared = 0
+            for term, w in vec.items():
+                x = cen.get(term)
+                if x is not None:
+                    dot += w * x
+                    shared += 1
+            c = dot / (vnorm * math.sqrt(st.norm2)) if st.norm2 > 0 else 0.0
+            threshold = base
+            if pt is not None and st.dated is not None:
+                dgap = max(0.0, st.dated[0] - pt, pt - st.dated[1])
+                threshold *= 1.0 - s.same_time_bonus * math.exp(-dgap / (s.same_time_hours * 3600.0))
+                threshold *= 1.0 + s.time_penalty * dgap / self._window
+            conflict = self._conflict(spec, st)
+            if conflict:
+                threshold *= s.conflict_factor
+            if shared < min(s.min_shared, len(vec)):
+                threshold = max(threshold, 1.0 + 1e-9)  # one shared word is not evidence of one event
+            score = c
+            out.append(
+                {
+                    "story": sid,
+                    "hits": n,
+                    "gap_h": gap / 3600.0,
+                    "cos": c,
+                    "size": st.size,
+                    "shared": shared,
+                    "conflict": conflict,
+                    "length": length,
+                    "score": min(1.0, max(0.0, score)),
+                    "threshold": threshold,
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _prepare(self, doc: Document, sketch: Sketch | None) -> Prepared:
+        s = self.settings
+        f = extract(doc.title, doc.text)
+        counts = Counter(f.title_terms)
+        counts.update(f.body_terms)
+        title_set = set(f.title_terms)
+        raw: Vector = {}
+        for term, k in counts.items():
+            w = 1.0 + math.log(k)
+            if term in title_set:
+                w += s.title_weight
+            if term in f.names:
+                w += s.name_weight
+            raw[term] = w
+        if sketch is None:
+            sketch = self._sketcher.sketch(sketch_terms(f))
+        t = doc.published.timestamp() if doc.published is not None else None
+        return Prepared(doc, f, sketch, t, raw)
+
+    def _idf(self, term: str, extra: int = 0) -> float:
+        """Smoothed IDF over the articles held (+ ``extra`` for the article being scored)."""
+        n = self._n + extra + self.settings.idf_prior_docs
+        df = self._df.get(term, 0) + extra
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def _conflict(self, spec: frozenset[str], st: _Story) -> bool:
+        """Both sides are specific (names, numbers) and the specifics disagree.
+
+        Two earthquakes, two arrests: same words, different places, people and magnitudes.
+        The story's specifics are those at least half of its specific members have.
+        """
+        s = self.settings
+        if len(spec) < s.conflict_min or st.specific_members == 0:
+            return False
+        half = st.specific_members / 2.0
+        common = [t for t, k in st.specifics.items() if k >= half]
+        if len(common) < s.conflict_min:
+            return False
+        union = spec.union(common)
+        tot = sum(self._idf(t, 1) for t in union)
+        inter = sum(self._idf(t, 1) for t in spec.intersection(common))
+        return tot > 0 and inter / tot < s.conflict_overlap
+
+    def _doc_vector(self, prepared: Prepared, committed: bool = False) -> Vector:
+        """The article's unit TF-IDF vector, IDF counting the article itself.
+
+        Before :meth:`add` that is IDF with one more document containing each of its
+        terms; after add's counting it is the same numbers, so the vector scored in
+        :meth:`decide` is reused (cached on the state version) instead of recomputed.
+        """
+        key = (prepared.doc.id, self._version - (1 if committed else 0))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        vec = self._weigh(prepared.raw, extra=0 if committed else 1)
+        if not committed:
+            self._cache = (key, vec)
+        return vec
+
+    def _weigh(self, raw: Vector, extra: int = 0) -> Vector:
+        n = self._n + extra + self.settings.idf_prior_docs
+        df = self._df
+        out = {}
+        for term, w in raw.items():
+            d = df.get(term, 0) + extra
+            out[term] = w * math.log(1.0 + (n - d + 0.5) / (d + 0.5))
+        return _unit(out)
+
+    def _prune(self) -> None:
+        if self._clock is None:
+            return
+        cutoff = self._clock - self._window
+        heap = self._expiry
+        while heap and heap[0][0] < cutoff:
+            _, aid = heapq.heappop(heap)
+            a = self._articles.pop(aid, None)
+            if a is None:
+                continue
+            self._index.remove(aid)
+            if self._fingerprints.get(a.fingerprint) == aid:
+                del self._fingerprints[a.fingerprint]
+            self._n -= 1
+            self._version += 2
+            for term in a.vec:
+                k = self._df[term] - 1
+                if k:
+                    self._df[term] = k
+                else:
+                    del self._df[term]
+            st = self._stories.get(a.story)
+            if st is not None:
+                st.members.discard(aid)
+            if st is not None and st.last < cutoff:
+                # every member is older than the window: the story can no longer be joined
+                del self._stories[a.story]
+
+    def snapshot(self) -> dict[str, Any]:
+        """A comparable picture of the whole state (tests check restore equivalence with it)."""
+
+        def r(v: Vector) -> dict[str, float]:
+            return {k: round(x, 9) for k, x in sorted(v.items()) if abs(x) > 1e-12}
+
+        return {
+            "n": self._n,
+            "clock": self._clock,
+            "df": dict(sorted(self._df.items())),
+            "fingerprints": dict(sorted(self._fingerprints.items())),
+            "articles": {
+                aid: (a.story, a.time, r(a.vec), sorted(a.shingles), self._sketcher.to_bytes(a.sketch))
+                for aid, a in sorted(self._articles.items())
+            },
+            "stories": {
+                sid: (
+                    st.first,
+                    st.last,
+                    st.dated,
+                    st.size,
+                    st.total_length,
+                    r(st.centroid),
+                    round(st.norm2, 9),
+                    sorted(st.members),
+                    dict(sorted(st.specifics.items())),
+                    st.specific_members,
+                )
+                for sid, st in sorted(self._stories.items())
+            },
+            "expiry": sorted(self._expiry),
+        }
