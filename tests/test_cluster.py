@@ -317,3 +317,24 @@ def test_restore_ignores_a_signature_of_other_params() -> None:
     b.restore(d, 7, b"\x00" * 3)  # wrong size: recomputed
     c.add(p, 7)
     assert a.snapshot() == c.snapshot() == b.snapshot()
+
+
+# --------------------------------------------------------------------------- merges
+
+
+@pytest.mark.parametrize(("gap_hours", "merged"), [(0, True), (60, False)])
+def test_merge_needs_more_agreement_between_fragments_far_apart_in_time(gap_hours: int, merged: bool) -> None:
+    """A bridging article merges two fragments published together, not yesterday's with today's."""
+    c = Clusterer()
+    for k in range(30):  # some unrelated stream, so IDF is not that of a three-article world
+        c.add(
+            c.prepare(doc(100 + k, f"Council {k} approves budget for parks and roads number {k}", "")),
+            500 + k,
+        )
+    first = Document(1, "Stocks fall on weak China trade data, oil slips", "", T0)
+    later = T0 + timedelta(hours=gap_hours)
+    c.add(c.prepare(first), 1)
+    c.add(c.prepare(Document(2, "Oil slides as exports slump in Asia", "", later)), 2)
+    decision = c.decide(c.prepare(Document(3, "Stocks and oil fall on weak China exports data", "", later)))
+    assert decision.story_id == 1
+    assert decision.merge == ((2,) if merged else ())

@@ -32,7 +32,9 @@ Theory of operation
    and would merge unrelated items that feeds date with their fetch time.)
 5. **Merges**: when the article also comes within 80 % of another candidate's threshold, it
    proposes merging that story into the chosen one; the merge happens only if the two
-   centroids (the article included) have cosine >= min(0.6, 0.065 * sqrt(mean article length)).
+   centroids (the article included) have cosine >= min(0.6, 0.065 * sqrt(mean article length)),
+   times the join rule's time factor (1 + gap / window) when both stories are dated (gap
+   between their dated spans): fragments far apart in time need more agreement to be one event.
    This repairs the fragmentation that streaming causes (an event's first reports split
    before its vocabulary settles) while the story-to-story test keeps one bridging article
    from chaining two events.
@@ -47,7 +49,7 @@ Theory of operation
 
 Measured trade-offs (dev files, B-cubed F1; see docs/clustering.md for the full tables)
 -----------------------------------------------------------------------------------
-* final defaults: ECB+ 0.906, Google News 0.947, UCI 0.834, seeds correct; ~1,800-2,700
+* final defaults: ECB+ 0.906, Google News 0.947, UCI 0.840, seeds correct; ~1,800-2,700
   articles/s of clustering on one core (gnews, title+snippet).
 * without story merges recall collapses (gnews R 0.57): streaming fragments stories early.
 * a single threshold without the length curve cannot serve headlines and full articles.

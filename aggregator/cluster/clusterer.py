@@ -197,7 +197,12 @@ class Clusterer:
             sim = _dot(centroid, b.centroid) / math.sqrt(norm2 * b.norm2)
             c["story_cos"] = sim
             mean_len = (a.total_length + b.total_length + prepared.features.length) / (a.size + b.size + 1)
-            if sim >= min(s.merge_threshold, s.merge_scale * math.sqrt(mean_len)):
+            need = min(s.merge_threshold, s.merge_scale * math.sqrt(mean_len))
+            if a.dated is not None and b.dated is not None:
+                # the join rule's time factor: fragments far apart in time need more agreement
+                dgap = max(0.0, a.dated[0] - b.dated[1], b.dated[0] - a.dated[1])
+                need *= 1.0 + s.time_penalty * dgap / self._window
+            if sim >= need:
                 out.append(c["story"])
         return tuple(sorted(out))
 

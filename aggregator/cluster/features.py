@@ -457,18 +457,25 @@ def sketch_terms(f: Features) -> list[str]:
 
 
 def cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Cosine of two sparse non-negative vectors, in [0, 1]; 0 when either is empty."""
+    """Cosine of two sparse non-negative vectors, in [0, 1]; 0 when either is
+    empty or zero. Scale-free: each vector is divided by its largest weight
+    first, so tiny weights cannot underflow."""
+    if not a or not b:
+        return 0.0
+    sa, sb = max(a.values()), max(b.values())
+    if sa <= 0.0 or sb <= 0.0:
+        return 0.0
     if len(a) > len(b):
-        a, b = b, a
+        a, b, sa, sb = b, a, sb, sa
     dot = 0.0
     for k, v in a.items():
         w = b.get(k)
         if w is not None:
-            dot += v * w
+            dot += (v / sa) * (w / sb)
     if dot <= 0.0:
         return 0.0
-    na = math.sqrt(sum(v * v for v in a.values()))
-    nb = math.sqrt(sum(v * v for v in b.values()))
+    na = math.sqrt(sum((v / sa) ** 2 for v in a.values()))
+    nb = math.sqrt(sum((v / sb) ** 2 for v in b.values()))
     return min(1.0, dot / (na * nb))
 
 
