@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import io
 import json
 import logging
 import signal
@@ -23,10 +25,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from aggregator import __version__, config
+from aggregator import __version__, config, logs
 from aggregator import storage as storage_module
 from aggregator.config import ConfigError, Settings
 from aggregator.models import UpdateReport
+from aggregator.progress import Progress
 from aggregator.storage import FeedExistsError, Storage, StorageError
 
 log = logging.getLogger("aggregator")
@@ -78,22 +81,7 @@ def make_engine(settings: Settings) -> Any:
 
 
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    level = getattr(logging, settings.log_level.upper(), logging.INFO)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_aggregator", False):
-            root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
-    )
-    handler._aggregator = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("apscheduler").setLevel(max(level, logging.WARNING))
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
-    logging.getLogger("waitress").setLevel(max(level, logging.INFO))
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    logs.setup(settings.log_level, settings.log_format, stream)
 
 
 # --------------------------------------------------------------------------- commands
@@ -159,7 +147,9 @@ def cmd_feeds_remove(args: argparse.Namespace, settings: Settings, out: TextIO) 
     return EXIT_OK
 
 
-def import_opml(storage: Storage, path: Path, *, out: TextIO | None = None) -> tuple[int, int]:
+def import_opml(
+    storage: Storage, path: Path, *, out: TextIO | None = None, progress: bool = False
+) -> tuple[int, int]:
     from aggregator.opml import OPMLError, parse_opml
 
     try:
@@ -171,23 +161,25 @@ def import_opml(storage: Storage, path: Path, *, out: TextIO | None = None) -> t
     except OPMLError as exc:
         raise CommandError(f"{path}: {exc}") from None
     added = skipped = 0
-    for sub in subscriptions:
-        try:
-            url = normalise_feed_url(sub.url)
-            storage.add_feed(url, now=_now(), folder=sub.folder, title=sub.title)
-            added += 1
-        except FeedExistsError:
-            skipped += 1
-        except CommandError as exc:
-            skipped += 1
-            if out is not None:
-                print(f"skipped {sub.url}: {exc}", file=out)
+    with Progress(len(subscriptions) if progress else 0, "importing", None if progress else io.StringIO()) as bar:
+        for sub in subscriptions:
+            try:
+                url = normalise_feed_url(sub.url)
+                storage.add_feed(url, now=_now(), folder=sub.folder, title=sub.title)
+                added += 1
+            except FeedExistsError:
+                skipped += 1
+            except CommandError as exc:
+                skipped += 1
+                if out is not None:
+                    print(f"skipped {sub.url}: {exc}", file=out)
+            bar.advance()
     return added, skipped
 
 
 def cmd_feeds_import(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     storage = open_storage(settings)
-    added, skipped = import_opml(storage, Path(args.file), out=out)
+    added, skipped = import_opml(storage, Path(args.file), out=out, progress=True)
     print(f"imported {added} feeds ({skipped} already subscribed or skipped)", file=out)
     return EXIT_OK
 
@@ -221,7 +213,17 @@ def cmd_update(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
     storage = open_storage(settings)
     engine = make_engine(settings)
-    report = run_pass(storage, engine, settings, all_feeds=args.all, on_report=_print_report(out))
+    total = len(storage.list_feeds()) if args.all else len(storage.due_feeds(_now(), settings.feeds_per_tick))
+    with Progress(total, "updating") as bar:
+        show = _print_report(out)
+        interactive = bar.live and out.isatty()
+
+        def on_report(report: UpdateReport) -> None:
+            if not interactive or report.status == "error":  # on a terminal the bar shows the rest
+                show(report)
+            bar.advance()
+
+        report = run_pass(storage, engine, settings, all_feeds=args.all, on_report=on_report)
     errors = sum(1 for r in report.feeds if r.status == "error")
     print(
         f"updated {len(report.feeds)} feeds ({errors} with errors); clustered "
@@ -252,6 +254,56 @@ def cmd_stories_export(args: argparse.Namespace, settings: Settings, out: TextIO
                 ],
             }
             target.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    now = _now()
+    status = storage.status(now, window_hours=settings.cluster_window_hours)
+    current, head = storage.schema_status()
+    if args.json:
+        data = dataclasses.asdict(status)
+        data["schema"] = {"current": current, "head": head}
+        print(json.dumps(data, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)), file=out)
+        return EXIT_OK
+
+    def ago(value: datetime | None) -> str:
+        if value is None:
+            return "never"
+        seconds = int((now - value).total_seconds())
+        return f"{value.isoformat(timespec='seconds')} ({seconds // 60} min ago)"
+
+    tick_state = {None: "no tick recorded", True: "ok", False: "FAILED"}[status.last_tick_ok]
+    size = f"{status.database_bytes / 1e6:.1f} MB" if status.database_bytes is not None else "unknown"
+    lines = [
+        f"database:  {storage.url.split('://')[0]}, {size}, schema {current} ({'current' if current == head else 'OUT OF DATE'})",
+        f"scheduler: last tick {ago(status.last_tick_at)}, last outcome {tick_state}",
+        f"feeds:     {status.feeds} subscribed, {status.feeds_due} due now, {len(status.feeds_in_error)} in error",
+        f"articles:  {status.articles} stored, {status.articles_24h} in the last 24 h, {status.pending} not yet clustered",
+        f"stories:   {status.stories} live, {status.stories_24h} created in the last 24 h",
+        f"index:     {status.index_articles} articles within the clustering window of {settings.cluster_window_hours:g} h",
+    ]
+    for problem in status.feeds_in_error:
+        lines.append(f"  feed {problem.id} ({problem.title or problem.url}): {problem.error_count} errors, last: "
+                     f"{problem.last_error}; next try {problem.next_check_at.isoformat(timespec='seconds')}")
+    print("\n".join(lines), file=out)
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from aggregator.maintenance import cleanup
+
+    storage = open_storage(settings)
+    report = cleanup(storage, settings, now=_now())
+    if report is None:
+        print("retention is off (retention_days = 0); maintenance done", file=out)
+    else:
+        print(
+            f"removed {report.articles} articles and {report.stories} stories published before "
+            f"{settings.retention_days} days ago; forgot {report.tombstones_pruned} old tombstones",
+            file=out,
+        )
     return EXIT_OK
 
 
@@ -403,6 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp = stories.add_parser("export", help="JSON lines, one story per line with its articles")
     exp.add_argument("--output", "-o", help="file to write (default stdout)")
     exp.set_defaults(func=cmd_stories_export)
+
+    status = commands.add_parser("status", help="scheduler, feeds in error, recent articles and stories")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(func=cmd_status)
+
+    commands.add_parser(
+        "cleanup", help="remove articles older than retention_days now, and do database maintenance"
+    ).set_defaults(func=cmd_cleanup)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"

@@ -79,6 +79,29 @@ def _optional_str(value: Any) -> str | None:
     return text or None
 
 
+def _level(value: Any) -> str:
+    text = _str(value).upper()
+    if text not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"unknown log level {value!r}")
+    return text
+
+
+def _log_format(value: Any) -> str:
+    text = _str(value).lower()
+    if text not in {"kv", "json"}:
+        raise ValueError(f"log_format must be kv or json, not {value!r}")
+    return text
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    result = int(value)
+    if result < 0:
+        raise ValueError(f"must not be negative: {value!r}")
+    return result
+
+
 def _scheme(value: Any) -> str:
     text = _str(value)
     if text not in {"affine32", "affine64", "legacy"}:
@@ -138,9 +161,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("lsh_seed", 1, int, "MinHash seed (stored with each signature)."),
     Option("lsh_scheme", "affine32", _scheme, "MinHash permutation scheme of datasketch 2.x (stored with each signature)."),
     Option("lsh_threshold", 0.1, _fraction, "Jaccard threshold of the LSH candidate index."),
-    Option("feed_max_entries", 50, _positive(int), "Entries in each published Atom feed."),
+    Option("feed_max_entries", 50, _positive(int),
+           "Entries in each published feed (Atom and RSS), and in each of its pages (`?page=N`)."),
+    Option("feed_max_age", 300, _non_negative_int,
+           "Seconds feed readers and caches may reuse a published feed (`Cache-Control: max-age`); "
+           "they revalidate with `ETag`/`Last-Modified` after that."),
     Option("page_size", 50, _positive(int), "Stories per page of the web view and the API."),
-    Option("log_level", "INFO", _str, "Logging level (DEBUG, INFO, WARNING, ERROR)."),
+    Option("log_level", "INFO", _level, "Logging level (DEBUG, INFO, WARNING, ERROR)."),
+    Option("log_format", "kv", _log_format, "Log line format: `kv` (key=value) or `json` (one object per line)."),
+    Option("retention_days", 90, _non_negative_int,
+           "Articles published longer ago than this are removed (with their signatures; their entry keys are "
+           "remembered so feeds do not bring them back); stories left empty go too. 0 keeps everything."),
+    Option("cleanup_hours", 24, _positive(float), "How often the daemon runs the retention clean-up and "
+           "database maintenance."),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -172,8 +205,12 @@ class Settings:
     lsh_scheme: str = "affine32"
     lsh_threshold: float = 0.1
     feed_max_entries: int = 50
+    feed_max_age: int = 300
     page_size: int = 50
     log_level: str = "INFO"
+    log_format: str = "kv"
+    retention_days: int = 90
+    cleanup_hours: float = 24
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **_validate(changes, "override"))

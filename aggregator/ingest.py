@@ -43,12 +43,19 @@ from aggregator.models import (
     ParsedFeed,
     UpdateReport,
 )
-from aggregator.storage import Storage
+from aggregator.storage import Storage, StorageUnavailableError
 from aggregator.storage.facade import Assignment, StoredSignature
+from aggregator.text import collapse_ws, strip_controls, truncate
 
 log = logging.getLogger(__name__)
 
 Fetcher = Callable[..., FetchResult]
+
+# Storage holds validators up to these lengths; longer ones are not kept (the
+# feed is then fetched unconditionally, which is only slower).
+MAX_ETAG_LENGTH = 1024
+MAX_LAST_MODIFIED_LENGTH = 255
+MAX_ERROR_LENGTH = 500  # characters of a feed's last_error
 
 
 def utcnow() -> datetime:
@@ -82,6 +89,18 @@ def success_interval(settings: Settings, ttl_minutes: int | None) -> float:
     return max(float(settings.min_interval), min(interval, float(settings.max_interval)))
 
 
+def _validator(value: str | None, limit: int) -> str | None:
+    """A validator worth storing: printable and not longer than storage holds."""
+    if value is None or len(value) > limit or not value.isprintable():
+        return None
+    return value
+
+
+def error_message(message: str) -> str:
+    """A feed's ``last_error``: one line, no control characters, bounded length."""
+    return truncate(collapse_ws(strip_controls(message)), MAX_ERROR_LENGTH) or "unknown error"
+
+
 def success_state(
     feed: Feed,
     result: FetchResult,
@@ -90,9 +109,11 @@ def success_state(
     now: datetime,
 ) -> FeedState:
     ttl = parsed.ttl_minutes if parsed is not None else None
+    etag = result.etag if result.etag is not None else feed.etag
+    last_modified = result.last_modified if result.last_modified is not None else feed.last_modified
     return FeedState(
-        etag=result.etag if result.etag is not None else feed.etag,
-        last_modified=result.last_modified if result.last_modified is not None else feed.last_modified,
+        etag=_validator(etag, MAX_ETAG_LENGTH),
+        last_modified=_validator(last_modified, MAX_LAST_MODIFIED_LENGTH),
         last_fetched_at=now,
         last_success_at=now,
         next_check_at=now + timedelta(seconds=success_interval(settings, ttl)),
@@ -113,7 +134,7 @@ def error_state(feed: Feed, message: str, settings: Settings, now: datetime) -> 
         last_success_at=feed.last_success_at,
         next_check_at=now + timedelta(seconds=error_delay(feed.id, count, settings)),
         error_count=count,
-        last_error=message,
+        last_error=error_message(message),
     )
 
 
@@ -156,20 +177,27 @@ def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: date
     except fetch_module.FetchError as exc:
         outcome.error = exc.message
     except parse_module.ParseError as exc:
-        outcome.error = str(exc)
+        outcome.error = exc.message
     except Exception as exc:  # a bug or an input nobody foresaw: record it, keep going
         log.exception("unexpected error updating feed %s", feed.url)
         outcome.error = f"internal error: {type(exc).__name__}: {exc}"[:500]
     return outcome
 
 
+def _store_error(
+    storage: Storage, feed: Feed, message: str, settings: Settings, now: datetime, seconds: float
+) -> UpdateReport:
+    state = error_state(feed, message, settings, now)
+    storage.save_feed_state(feed.id, state)
+    log.warning("feed=%s url=%s outcome=error error=%r", feed.id, feed.url, state.last_error)
+    return UpdateReport(feed.id, feed.url, "error", error=state.last_error, seconds=seconds)
+
+
 def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateReport:
     feed, now = outcome.feed, outcome.fetched_at
     seconds = time.perf_counter() - outcome.started
     if outcome.error is not None:
-        storage.save_feed_state(feed.id, error_state(feed, outcome.error, settings, now))
-        log.warning("feed=%s url=%s outcome=error error=%r", feed.id, feed.url, outcome.error)
-        return UpdateReport(feed.id, feed.url, "error", error=outcome.error, seconds=seconds)
+        return _store_error(storage, feed, outcome.error, settings, now, seconds)
     assert outcome.result is not None
     if outcome.parsed is None:  # 304 Not Modified (or an empty body we were told not to parse)
         storage.save_feed_state(feed.id, success_state(feed, outcome.result, None, settings, now))
@@ -177,12 +205,29 @@ def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateRep
         return UpdateReport(feed.id, feed.url, "not_modified", seconds=seconds)
     parsed = outcome.parsed
     source = parsed.title or feed.title or _host(feed.url)
-    with storage.batch():  # entries and feed state commit together, or not at all
-        counts = storage.save_entries(feed.id, parsed.entries, source=source, fetched_at=now)
-        storage.save_feed_state(feed.id, success_state(feed, outcome.result, parsed, settings, now))
+    try:
+        with storage.batch():  # entries and feed state commit together, or not at all
+            counts = storage.save_entries(feed.id, parsed.entries, source=source, fetched_at=now)
+            storage.save_feed_state(feed.id, success_state(feed, outcome.result, parsed, settings, now))
+    except Exception as exc:
+        # The transaction rolled back: nothing of this feed was written. If the
+        # database still takes writes, the problem is this feed's data (a value
+        # the database refuses, a race with another process): record it on the
+        # feed and go on with the others, rather than fail every pass on it.
+        # If it takes no writes either, the database itself is unavailable:
+        # the original error ends the pass (the tick retries later).
+        message = f"cannot store entries: {exc}"
+        if not isinstance(exc, StorageUnavailableError):
+            log.exception("unexpected error storing feed %s", feed.url)
+            message = f"internal error storing entries: {type(exc).__name__}: {exc}"
+        try:
+            return _store_error(storage, feed, message, settings, now, seconds)
+        except StorageUnavailableError:
+            raise exc from None
     log.info(
-        "feed=%s url=%s outcome=ok new=%d updated=%d unchanged=%d seconds=%.3f",
+        "feed=%s url=%s outcome=ok new=%d updated=%d unchanged=%d seconds=%.3f%s",
         feed.id, feed.url, counts.new, counts.updated, counts.unchanged, seconds,
+        f" warning={parsed.warning!r}" if parsed.warning else "",
     )
     return UpdateReport(
         feed.id, feed.url, "ok", new=counts.new, updated=counts.updated,
@@ -216,20 +261,38 @@ def update_feeds(
     *,
     fetcher: Fetcher = fetch_module.fetch,
     on_report: Callable[[UpdateReport], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[UpdateReport]:
     """Update several feeds: fetches run concurrently (``fetch_workers``),
-    database writes one feed at a time as fetches complete."""
+    database writes one feed at a time as fetches complete.
+
+    Once ``stop`` is set (the daemon is shutting down), no further fetch
+    starts; fetches in flight finish (within ``fetch_timeout``) and are stored.
+    Feeds not fetched keep their state and stay due.
+    """
     reports: list[UpdateReport] = []
     feeds = list(feeds)
     if not feeds:
         return reports
+
+    def work(feed: Feed) -> _Fetched | None:
+        if stop is not None and stop.is_set():
+            return None
+        return _fetch_and_parse(feed, settings, fetcher, utcnow())
+
     with ThreadPoolExecutor(max_workers=min(settings.fetch_workers, len(feeds))) as pool:
-        futures = [pool.submit(_fetch_and_parse, feed, settings, fetcher, utcnow()) for feed in feeds]
+        futures = [pool.submit(work, feed) for feed in feeds]
         for future in as_completed(futures):
-            report = _store(storage, future.result(), settings)
+            outcome = future.result()
+            if outcome is None:
+                continue
+            report = _store(storage, outcome, settings)
             reports.append(report)
             if on_report is not None:
                 on_report(report)
+    skipped = len(feeds) - len(reports)
+    if skipped:
+        log.info("stopping: %d feeds not fetched this pass (they stay due)", skipped)
     return reports
 
 
@@ -372,11 +435,13 @@ def _cluster_in_transaction(
                     # Write what is decided so far, so that the merge moves it too.
                     storage.record_assignments(decided, now=now())
                     decided = []
-                    storage.merge_stories(story_id, merge, now=now())
-                    clusterer.merge(story_id, merge)
-                    merged = set(merge)
-                    by_url = {u: (a, story_id if s in merged else s) for u, (a, s) in by_url.items()}
-                    report.merges += len(merge)
+                    # Storage refuses merges that would undo an operator's split.
+                    done = storage.merge_stories(story_id, merge, now=now())
+                    if done:
+                        clusterer.merge(story_id, done)
+                        merged = set(done)
+                        by_url = {u: (a, story_id if s in merged else s) for u, (a, s) in by_url.items()}
+                        report.merges += len(done)
                 report.clustered += 1
             storage.record_assignments(decided, now=now())
         if report.clustered or report.rebuilt:
@@ -400,12 +465,17 @@ def run_pass(
     all_feeds: bool = False,
     fetcher: Fetcher = fetch_module.fetch,
     on_report: Callable[[UpdateReport], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> PassReport:
-    """Update the due feeds (or all of them), then cluster what arrived."""
+    """Update the due feeds (or all of them), then cluster what arrived.
+
+    ``stop`` (see :func:`update_feeds`) lets a shutting-down daemon end the
+    pass early; what was stored is still clustered.
+    """
     if all_feeds:
         feeds = storage.list_feeds()
     else:
         feeds = storage.due_feeds(utcnow(), settings.feeds_per_tick)
-    reports = update_feeds(storage, feeds, settings, fetcher=fetcher, on_report=on_report)
+    reports = update_feeds(storage, feeds, settings, fetcher=fetcher, on_report=on_report, stop=stop)
     cluster_report = cluster_pending(storage, engine)
     return PassReport(feeds=reports, cluster=cluster_report)

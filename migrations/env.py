@@ -8,7 +8,7 @@ the ``alembic`` command line, run from the repository, gets the URL from
 from alembic import context
 from sqlalchemy import create_engine
 
-from aggregator.storage.tables import Base
+from aggregator.storage.tables import Base, include_name
 
 target_metadata = Base.metadata
 
@@ -19,6 +19,7 @@ def _run(connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

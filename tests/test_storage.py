@@ -48,10 +48,11 @@ def test_migrations_match_the_models(store: Storage) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from aggregator.storage.tables import Base
+    from aggregator.storage.tables import Base, include_name
 
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": include_name})
+        diff = compare_metadata(context, Base.metadata)
     # SQLite reports DateTime vs the TypeDecorator as equal; anything left is a real drift.
     assert diff == []
 

@@ -16,6 +16,7 @@ dead-locking on an upgrade from a read lock.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
     func,
     insert,
+    literal_column,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -49,13 +53,22 @@ from aggregator.models import (
     StoryWithArticles,
 )
 from aggregator.storage import schema
-from aggregator.storage.tables import ArticleRow, FeedRow, MetaRow, SignatureRow, StoryRow
+from aggregator.storage.operations import OperationsMixin
+from aggregator.storage.tables import (
+    ArticleRow,
+    CorrectionRow,
+    FeedRow,
+    MetaRow,
+    SignatureRow,
+    StoryRow,
+)
 
 feeds = FeedRow.__table__
 articles = ArticleRow.__table__
 stories = StoryRow.__table__
 signatures = SignatureRow.__table__
 meta = MetaRow.__table__
+corrections = CorrectionRow.__table__
 
 _CHUNK = 500  # bound for IN (...) lists
 
@@ -78,6 +91,69 @@ class FeedExistsError(StorageError):
     def __init__(self, feed: Feed):
         super().__init__(f"already subscribed: {feed.url} (feed {feed.id})")
         self.feed = feed
+
+
+class CorrectionError(StorageError):
+    """An operator's correction cannot be applied (unknown or merged story, nothing to split...)."""
+
+
+@dataclass(frozen=True)
+class StoryFilter:
+    """What the river shows: every condition given must hold."""
+
+    min_sources: int = 1
+    since: datetime | None = None  # latest activity (newest article) at or after this
+    feed_id: int | None = None  # stories with an article from this feed
+    folder: str | None = None  # stories with an article from a feed in this folder
+    text: str | None = None  # full-text search in the articles' titles and summaries
+
+
+@dataclass(frozen=True)
+class StoryPage:
+    total: int  # stories matching the filter, all pages
+    stories: list[Story]
+    summaries: dict[int, str]  # story id -> summary of its headline article (else the first non-empty)
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    articles: int
+    in_multi_source: int  # articles whose story has two or more outlets
+
+    @property
+    def multi_source_share(self) -> float | None:
+        return self.in_multi_source / self.articles if self.articles else None
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One recorded operator correction."""
+
+    id: int
+    created_at: datetime
+    by: str
+    action: str  # "split": article_id left story_id for the new other_story_id;
+    #              "merge": other_story_id was merged into story_id
+    story_id: int
+    other_story_id: int
+    article_id: int | None
+    note: str
+
+
+MAX_SEARCH_TERMS = 8
+MAX_TERM_LENGTH = 64
+PG_SEARCH_DOCUMENT = (  # exactly the expression of the index ix_articles_search (migration 0002)
+    "to_tsvector('simple', coalesce(articles.title, '') || ' ' || coalesce(articles.summary, ''))"
+)
+
+
+def search_terms(query: str | None) -> list[str]:
+    """The words of a search query, lower-cased; punctuation and operators are dropped,
+    so no input can be a syntax error in either database's query language."""
+    if not query:
+        return []
+    words = re.findall(r"\w+", query.lower())
+    return [word[:MAX_TERM_LENGTH] for word in words][:MAX_SEARCH_TERMS]
 
 
 @dataclass(frozen=True)
@@ -134,7 +210,7 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-class Storage:
+class Storage(OperationsMixin):
     """All database access of aggregator."""
 
     def __init__(self, url: str, *, pool_size: int = 5):
@@ -384,7 +460,8 @@ class Storage:
         An entry is identified by (feed, key). A changed entry keeps its id, its
         story and its first ``published`` time; its story's ``updated_at`` moves.
         ``sources``, when given, names each entry's outlet (replays of labelled
-        data); otherwise every entry gets ``source``.
+        data); otherwise every entry gets ``source``. Entries that retention
+        removed (tombstones) are skipped.
         """
         new = updated = unchanged = 0
         with self._tx(write=True) as conn:
@@ -400,11 +477,14 @@ class Storage:
                     select(articles.c.key, articles.c.id, articles.c.content_hash, articles.c.story_id).where(condition)
                 ):
                     existing[row.key] = (row.id, row.content_hash, row.story_id)
+            removed = self.tombstoned_keys(conn, feed_id, keys) if feed_id is not None else set()
             inserts = []
             touched_stories: set[int] = set()
             for position, entry in enumerate(entries):
                 known = existing.get(entry.key)
-                if known is None:
+                if entry.key in removed:  # removed by retention: never comes back
+                    unchanged += 1
+                elif known is None:
                     inserts.append(
                         {
                             "feed_id": feed_id,
@@ -628,12 +708,37 @@ class Storage:
             )
             return story_id
 
-    def merge_stories(self, into: int, others: Iterable[int], *, now: datetime) -> None:
-        """Move every article of ``others`` into ``into``; the others point at it."""
-        others = [other for other in others if other != into]
+    def merge_stories(
+        self, into: int, others: Iterable[int], *, now: datetime, by: str | None = None
+    ) -> list[int]:
+        """Move every article of ``others`` into ``into``; the others point at it.
+        Returns the stories actually merged.
+
+        ``by=None`` is the automatic clustering: it never undoes an operator's
+        split, so a story is left out when merging it would put a split
+        article back with the story it was split from. ``by`` names an
+        operator: the stories must exist and be live (else
+        :class:`CorrectionError`), and the merge is recorded in ``corrections``.
+        """
+        others = list(dict.fromkeys(other for other in others if other != into))
         if not others:
-            return
+            return []
         with self._tx(write=True) as conn:
+            if by is None:
+                others = self._mergeable(conn, into, others)
+                if not others:
+                    return []
+            else:
+                for story_id in (into, *others):
+                    found = conn.execute(
+                        select(stories.c.merged_into).where(stories.c.id == story_id)
+                    ).first()
+                    if found is None:
+                        raise CorrectionError(f"there is no story {story_id}")
+                    if found.merged_into is not None:
+                        raise CorrectionError(
+                            f"story {story_id} was already merged into story {found.merged_into}"
+                        )
             conn.execute(update(articles).where(articles.c.story_id.in_(others)).values(story_id=into))
             conn.execute(
                 update(stories)
@@ -641,6 +746,163 @@ class Storage:
                 .values(merged_into=into, article_count=0, source_count=0, updated_at=now)
             )
             self._refresh_story(conn, into, now)
+            if by is not None:
+                conn.execute(
+                    insert(corrections),
+                    [
+                        {
+                            "created_at": now,
+                            "by": by,
+                            "action": "merge",
+                            "story_id": into,
+                            "other_story_id": other,
+                            "article_id": None,
+                            "note": "",
+                        }
+                        for other in others
+                    ],
+                )
+                self._bump_generation(conn)
+        return others
+
+    def _mergeable(self, conn: Connection, into: int, others: list[int]) -> list[int]:
+        """``others`` minus the stories whose merge would undo a recorded split."""
+        splits = conn.execute(
+            select(corrections.c.story_id, corrections.c.other_story_id).where(
+                corrections.c.action == "split"
+            )
+        ).all()
+        if not splits:
+            return others
+        ids = sorted({story_id for pair in splits for story_id in pair})
+        live: dict[int, int] = {}
+        for chunk in _chunks(ids):
+            for row in conn.execute(
+                select(stories.c.id, stories.c.merged_into).where(stories.c.id.in_(chunk))
+            ):
+                live[row.id] = row.merged_into or row.id
+        apart = set()
+        for left, right in splits:
+            a, b = live.get(left, left), live.get(right, right)
+            if a != b:  # an operator's later merge of the two overrides the split
+                apart.add(frozenset((a, b)))
+        group = {into}
+        accepted = []
+        for other in others:
+            if any(frozenset((member, other)) in apart for member in group):
+                continue
+            group.add(other)
+            accepted.append(other)
+        return accepted
+
+    def split_article(self, article_id: int, *, now: datetime, by: str) -> int:
+        """Move an article (with its exact copies) out of its story into a new story;
+        returns the new story's id.
+
+        The split is recorded in ``corrections`` and kept: articles are never
+        re-clustered, and the automatic clustering never merges the two stories
+        again (see :meth:`merge_stories`). The cluster generation moves, so every
+        process rebuilds its index from the stored story ids before its next pass.
+        Both stories' ``updated_at`` move, so their feeds change.
+        """
+        with self._tx(write=True) as conn:
+            row = conn.execute(select(articles).where(articles.c.id == article_id)).first()
+            if row is None:
+                raise CorrectionError(f"there is no article {article_id}")
+            if row.story_id is None:
+                raise CorrectionError(f"article {article_id} is not in a story yet")
+            source_story = row.story_id
+            moving = [article_id] + list(
+                conn.execute(
+                    select(articles.c.id).where(
+                        articles.c.copy_of == article_id, articles.c.story_id == source_story
+                    )
+                ).scalars()
+            )
+            remaining = conn.execute(
+                select(func.count()).select_from(articles).where(
+                    articles.c.story_id == source_story, articles.c.id.not_in(moving)
+                )
+            ).scalar_one()
+            if not remaining:
+                raise CorrectionError(
+                    f"article {article_id} and its copies are all of story {source_story}: nothing to split"
+                )
+            new_story = conn.execute(
+                insert(stories).values(
+                    headline=row.title,
+                    created_at=now,
+                    updated_at=now,
+                    first_published=row.published,
+                    last_published=row.published,
+                    article_count=0,
+                    source_count=0,
+                )
+            ).inserted_primary_key[0]
+            assert new_story is not None
+            conn.execute(update(articles).where(articles.c.id.in_(moving)).values(story_id=new_story))
+            # Why it is in its new story: the operator said so. What the clustering had
+            # decided stays in the correction's note.
+            conn.execute(
+                update(articles)
+                .where(articles.c.id == article_id)
+                .values(signal="split", score=None, copy_of=None)
+            )
+            score = "" if row.score is None else f" {row.score:.3f}"
+            conn.execute(
+                insert(corrections).values(
+                    created_at=now,
+                    by=by,
+                    action="split",
+                    story_id=source_story,
+                    other_story_id=new_story,
+                    article_id=article_id,
+                    note=f"clustering had decided: {row.signal or 'unknown'}{score}",
+                )
+            )
+            self._refresh_story(conn, source_story, now)
+            self._refresh_story(conn, int(new_story), now)
+            self._bump_generation(conn)
+            return int(new_story)
+
+    def _bump_generation(self, conn: Connection) -> None:
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "cluster_generation")).scalar()
+        value = str(int(found or 0) + 1)
+        if found is None:
+            conn.execute(insert(meta).values(key="cluster_generation", value=value))
+        else:
+            conn.execute(update(meta).where(meta.c.key == "cluster_generation").values(value=value))
+
+    def corrections_for(self, story_id: int) -> list[Correction]:
+        """The corrections that touched a story, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(corrections)
+                .where(or_(corrections.c.story_id == story_id, corrections.c.other_story_id == story_id))
+                .order_by(corrections.c.created_at, corrections.c.id)
+            ).all()
+            return [self._correction(row) for row in rows]
+
+    def list_corrections(self, limit: int = 100) -> list[Correction]:
+        """The latest corrections, newest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(corrections).order_by(corrections.c.id.desc()).limit(limit)
+            ).all()
+            return [self._correction(row) for row in rows]
+
+    @staticmethod
+    def _correction(row: Any) -> Correction:
+        return Correction(
+            id=row.id,
+            created_at=row.created_at,
+            by=row.by,
+            action=row.action,
+            story_id=row.story_id,
+            other_story_id=row.other_story_id,
+            article_id=row.article_id,
+            note=row.note,
+        )
 
     def _refresh_story(self, conn: Connection, story_id: int, now: datetime) -> None:
         """Recompute a story's derived columns from its articles.
@@ -700,6 +962,16 @@ class Storage:
                 .where(stories.c.merged_into.is_(None), stories.c.source_count >= min_sources)
             ).scalar_one()
 
+    def story_record(self, story_id: int) -> Story | None:
+        """A story without its articles (merged ones too): what a feed's
+        conditional GET needs to decide, without reading any article."""
+        with self._tx() as conn:
+            row = conn.execute(select(stories).where(stories.c.id == story_id)).first()
+            if row is None:
+                return None
+            sources = self._story_sources(conn, [story_id])
+            return self._story(row, sources.get(story_id, ()))
+
     def get_story(self, story_id: int) -> StoryWithArticles | None:
         """A story with its articles, oldest first. A merged story comes back with
         ``merged_into`` set and no articles."""
@@ -736,6 +1008,143 @@ class Storage:
                 if found is not None:
                     yield found
             last_id = ids[-1]
+
+    def find_stories(
+        self, flt: StoryFilter, *, limit: int, offset: int = 0, order: str = "updated"
+    ) -> StoryPage:
+        """One page of live stories matching ``flt``, ordered as :meth:`list_stories`
+        does, with the total and each story's one-line summary.
+
+        Text search is the database's own full-text search: SQLite FTS5
+        (``articles_fts``) on the embedded default, ``to_tsvector``/``to_tsquery``
+        with the ``simple`` configuration (GIN index ``ix_articles_search``) on
+        PostgreSQL. Both match every word of the query as a prefix, case- and
+        (on SQLite) accent-insensitively, in any article's title or summary.
+        """
+        conditions: list[Any] = [
+            stories.c.merged_into.is_(None),
+            stories.c.source_count >= flt.min_sources,
+            stories.c.article_count > 0,
+        ]
+        if flt.since is not None:
+            conditions.append(stories.c.last_published >= flt.since)
+        if flt.feed_id is not None:
+            conditions.append(
+                stories.c.id.in_(select(articles.c.story_id).where(articles.c.feed_id == flt.feed_id))
+            )
+        if flt.folder is not None:
+            conditions.append(
+                stories.c.id.in_(
+                    select(articles.c.story_id)
+                    .join(feeds, feeds.c.id == articles.c.feed_id)
+                    .where(feeds.c.folder == flt.folder)
+                )
+            )
+        terms = search_terms(flt.text)
+        if flt.text is not None and flt.text.strip() and not terms:
+            return StoryPage(total=0, stories=[], summaries={})  # only punctuation: nothing matches
+        if terms:
+            conditions.append(stories.c.id.in_(self._text_match(terms)))
+        query = select(stories).where(*conditions)
+        if order == "sources":
+            query = query.order_by(
+                stories.c.source_count.desc(), stories.c.last_published.desc(), stories.c.id.desc()
+            )
+        else:
+            query = query.order_by(stories.c.last_published.desc(), stories.c.id.desc())
+        with self._tx() as conn:
+            total = conn.execute(select(func.count()).select_from(stories).where(*conditions)).scalar_one()
+            rows = conn.execute(query.limit(limit).offset(offset)).all() if total else []
+            ids = [row.id for row in rows]
+            sources = self._story_sources(conn, ids)
+            summaries = self._story_summaries(conn, ids)
+            return StoryPage(
+                total=total,
+                stories=[self._story(row, sources.get(row.id, ())) for row in rows],
+                summaries=summaries,
+            )
+
+    def _text_match(self, terms: list[str]) -> Any:
+        """A select of the story ids with an article matching every term (dialect-specific)."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            fts_query = " ".join(f'"{term}"*' for term in terms)
+            matching = text("SELECT rowid FROM articles_fts WHERE articles_fts MATCH :fts_query").bindparams(
+                fts_query=fts_query
+            ).columns(rowid=articles.c.id.type)
+            return select(articles.c.story_id).where(articles.c.id.in_(matching))
+        if dialect == "postgresql":
+            document = literal_column(PG_SEARCH_DOCUMENT)
+            tsquery = func.to_tsquery("simple", " & ".join(f"{term}:*" for term in terms))
+            return select(articles.c.story_id).where(document.op("@@")(tsquery))
+        # Any other database: a plain substring match of every term.
+        return select(articles.c.story_id).where(
+            *[
+                or_(articles.c.title.ilike(f"%{term}%"), articles.c.summary.ilike(f"%{term}%"))
+                for term in terms
+            ]
+        )
+
+    def _story_summaries(self, conn: Connection, story_ids: list[int]) -> dict[int, str]:
+        """Each story's summary: its headline article's (the earliest), else the
+        earliest non-empty one."""
+        found: dict[int, str] = {}
+        for chunk in _chunks(story_ids):
+            rank = (
+                func.row_number()
+                .over(
+                    partition_by=articles.c.story_id,
+                    order_by=(
+                        case((articles.c.summary == "", 1), else_=0),
+                        articles.c.published,
+                        articles.c.id,
+                    ),
+                )
+                .label("rank")
+            )
+            ranked = (
+                select(articles.c.story_id, articles.c.summary, rank)
+                .where(articles.c.story_id.in_(chunk))
+                .subquery()
+            )
+            for row in conn.execute(
+                select(ranked.c.story_id, ranked.c.summary).where(ranked.c.rank == 1)
+            ):
+                if row.summary:
+                    found[row.story_id] = row.summary
+        return found
+
+    def feed_stats(self) -> dict[int, FeedStats]:
+        """Per feed: its articles, and how many landed in stories with two or more outlets."""
+        multi = func.sum(case((stories.c.source_count >= 2, 1), else_=0))
+        query = (
+            select(articles.c.feed_id, func.count(), multi)
+            .select_from(articles.outerjoin(stories, stories.c.id == articles.c.story_id))
+            .where(articles.c.feed_id.is_not(None))
+            .group_by(articles.c.feed_id)
+        )
+        with self._tx() as conn:
+            return {
+                feed_id: FeedStats(articles=int(count), in_multi_source=int(in_multi or 0))
+                for feed_id, count, in_multi in conn.execute(query)
+            }
+
+    def feed_choices(self) -> list[tuple[int, str, str | None]]:
+        """(id, name, folder) of every subscription, by name: cheap, for pickers."""
+        with self._tx() as conn:
+            rows = conn.execute(select(feeds.c.id, feeds.c.title, feeds.c.url, feeds.c.folder)).all()
+        return sorted(
+            ((row.id, row.title or row.url, row.folder) for row in rows), key=lambda item: item[1].lower()
+        )
+
+    def folders(self) -> list[str]:
+        """The folders the subscriptions use, sorted."""
+        with self._tx() as conn:
+            return list(
+                conn.execute(
+                    select(feeds.c.folder).where(feeds.c.folder.is_not(None)).distinct().order_by(feeds.c.folder)
+                ).scalars()
+            )
 
     def counts(self) -> dict[str, int]:
         with self._tx() as conn:

@@ -140,6 +140,44 @@ class SignatureRow(Base):
     hashvalues: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class CorrectionRow(Base):
+    """An operator's correction of the clustering (who, when, what). A split is
+    also a standing rule: the automatic clustering never merges the article's
+    new story back into the story it was split from."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    by: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(32))  # "split" or "merge"
+    story_id: Mapped[int] = mapped_column(Integer, index=True)  # split: from; merge: survivor
+    other_story_id: Mapped[int] = mapped_column(Integer, index=True)  # split: new story; merge: merged
+    article_id: Mapped[int | None] = mapped_column(Integer)  # split: the article moved
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+# Full-text search objects the migrations create outside the models (an FTS5
+# virtual table and its shadow tables on SQLite, an expression GIN index on
+# PostgreSQL); schema comparisons skip them.
+SEARCH_OBJECTS = ("articles_fts", "ix_articles_search")
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic ``include_name`` hook: leave the full-text search objects out of comparisons."""
+    return not (name and name.startswith(SEARCH_OBJECTS))
+
+
+class TombstoneRow(Base):
+    """An article removed by retention: its feed must not bring it back."""
+
+    __tablename__ = "tombstones"
+
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    removed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class MetaRow(Base):
     __tablename__ = "meta"
 

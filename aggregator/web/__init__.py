@@ -36,7 +36,7 @@ RETRY_AFTER_SECONDS = 30
 
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -73,12 +73,13 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.jinja_env.autoescape = True  # every template, whatever its name
     app.extensions["aggregator"] = WebContext(settings=settings, storage=storage)
 
-    from aggregator.web import api, atom, common, html
+    from aggregator.web import api, atom, common, html, ops
 
     common.register_template_helpers(app)
     app.register_blueprint(html.bp)
     app.register_blueprint(atom.bp)
     app.register_blueprint(api.bp)
+    ops.install(app)
 
     app.after_request(_security_headers)
     app.register_error_handler(StorageUnavailableError, _storage_unavailable)
@@ -94,11 +95,11 @@ def _security_headers(response: Response) -> Response:
 
 def _wants_json() -> bool:
     path = request.path
-    return path.startswith("/api/") or path == "/api" or path == "/healthz"
+    return path.startswith("/api/") or path in {"/api", "/healthz", "/readyz"}
 
 
 def _wants_text() -> bool:
-    return request.path.endswith(".atom")
+    return request.path.endswith((".atom", ".rss")) or request.path == "/metrics"
 
 
 def _error_response(status: int, message: str, title: str) -> Response:
@@ -115,15 +116,11 @@ def _error_response(status: int, message: str, title: str) -> Response:
 
 def _storage_unavailable(exc: StorageUnavailableError) -> Response:
     log.warning("storage unavailable on %s %s: %s", request.method, request.path, exc)
-    if request.path == "/healthz":
-        response = jsonify({"status": "unavailable", "error": str(exc)})
-        response.status_code = 503
-    else:
-        response = _error_response(
-            503,
-            "The database is unavailable right now. Please try again in a moment.",
-            "Temporarily unavailable",
-        )
+    response = _error_response(
+        503,
+        "The database is unavailable right now. Please try again in a moment.",
+        "Temporarily unavailable",
+    )
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

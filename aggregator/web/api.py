@@ -97,12 +97,6 @@ def _error(status: int, message: str) -> Response:
 # --------------------------------------------------------------------------- reads
 
 
-@bp.get("/healthz")
-def healthz() -> Response:
-    common.storage().ping()  # StorageUnavailableError -> 503 (see create_app)
-    return jsonify({"status": "ok"})
-
-
 @bp.get("/api/stories")
 def stories() -> Response:
     settings = common.settings()
@@ -240,3 +234,64 @@ def remove_feed(feed_id: int) -> Response:
     if not common.storage().remove_feed(feed_id):
         return _error(404, f"no feed {feed_id}")
     return Response(status=204)
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def _story_id_field(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        abort(_error(400, f'send a JSON object with a positive whole number: {{"{name}": 12}}'))
+    return value
+
+
+@bp.post("/api/stories/<int:story_id>/split")
+def split_story(story_id: int) -> Response:
+    """Move one article (with its exact copies) out of the story into a new one."""
+    from aggregator.storage.facade import CorrectionError
+
+    _require_token()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, 'send a JSON object (Content-Type: application/json): {"article_id": 12}')
+    article_id = _story_id_field(body, "article_id")
+    store = common.storage()
+    article = store.get_article(article_id)
+    if article is None or article.story_id != story_id:
+        return _error(404, f"article {article_id} is not in story {story_id}")
+    try:
+        new_story = store.split_article(article_id, now=datetime.now(UTC), by="api")
+    except CorrectionError as exc:
+        return _error(409, str(exc))
+    found = store.get_story(new_story)
+    assert found is not None
+    response = jsonify({"from": story_id, "story": story_json(found.story, common.base_url())})
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.story", story_id=new_story)
+    return response
+
+
+@bp.post("/api/stories/<int:story_id>/merge")
+def merge_story(story_id: int) -> Response:
+    """Merge the story ``other`` into this one; the other's URLs redirect here."""
+    from aggregator.storage.facade import CorrectionError
+
+    _require_token()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _error(400, 'send a JSON object (Content-Type: application/json): {"other": 12}')
+    other = _story_id_field(body, "other")
+    if other == story_id:
+        return _error(400, "a story cannot be merged with itself")
+    store = common.storage()
+    for wanted in (story_id, other):
+        if store.get_story(wanted) is None:
+            return _error(404, f"no story {wanted}")
+    try:
+        store.merge_stories(story_id, [other], now=datetime.now(UTC), by="api")
+    except CorrectionError as exc:
+        return _error(409, str(exc))
+    found = store.get_story(story_id)
+    assert found is not None
+    return jsonify({"merged": other, "story": story_json(found.story, common.base_url())})
