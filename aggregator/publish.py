@@ -1,11 +1,12 @@
-"""Atom rendering: stories in, Atom 1.0 documents (UTF-8 bytes) out.
+"""Feed rendering: stories in, Atom 1.0 and RSS 2.0 documents (UTF-8 bytes) out.
 
-Two documents are published:
+Two documents are published, each in both formats:
 
-* :func:`story_feed` -- one feed per story, one entry per article (newest
-  first), so that a reader can follow an event as outlets report on it;
-* :func:`stories_feed` -- the river, one entry per *story* (never one per copy),
-  whose content lists every outlet's article.
+* :func:`story_feed` / :func:`story_feed_rss` -- one feed per story, one entry
+  per article (newest first), so that a reader can follow an event as outlets
+  report on it;
+* :func:`stories_feed` / :func:`stories_feed_rss` -- the river, one entry per
+  *story* (never one per copy), whose content lists every outlet's article.
 
 This module is the only one that imports feedgen. Its functions are pure: they
 take records and return bytes, and the same input always gives the same bytes
@@ -14,24 +15,42 @@ here reads the clock: every ``updated`` comes from the data (``story.updated_at`
 ``article.updated``) or from the caller; feedgen would otherwise stamp "now".
 
 Ids are ``tag:`` URIs (RFC 4151) built from the host of ``base_url`` and the
-database ids, so they stay stable across renders and restarts; they change only
-if the public host changes.
+database ids, so they stay stable across renders, restarts and pages; they
+change only if the public host changes. RSS carries the same ids as
+``<guid isPermaLink="false">``.
+
+Paging (RFC 5005). Long feeds are split into pages of ``max_entries`` entries;
+a page carries ``first``, ``last``, ``previous`` (newer) and ``next`` (older)
+links (:class:`Paging`), in Atom as ``atom:link`` and in RSS as ``atom:link``
+inside the channel. These are *paged feeds* (RFC 5005 section 3), not *archived
+feeds* (section 4, ``prev-archive``): an archive document promises that its
+content does not change, and ours cannot keep that promise -- the river is
+ordered by latest activity, so stories move between pages as they grow, and
+stories can be merged or split; a story's articles can be updated in place.
+Every page of one feed shares the feed's ``atom:id`` (it is one logical feed),
+and its ``rel="self"`` is the page's own URL.
 
 What it must not do: know about Flask or HTTP requests, touch storage, fetch
 anything, or trust the HTML it is given. Article HTML is sanitised again on the
 way out (defence in depth: the parser already sanitised it on the way in), every
 string is stripped of characters that XML 1.0 forbids, and only http(s) URLs
-become links.
+become links. In RSS, ``<description>`` is always HTML (what readers expect):
+the sanitised content, never the plain-text summary, which could otherwise be
+read as markup.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from feedgen.ext.base import BaseExtension  # type: ignore[import-untyped]
 from feedgen.feed import FeedGenerator  # type: ignore[import-untyped]
 
 from aggregator import __version__
@@ -42,6 +61,18 @@ TAG_DATE = "2026"  # the date part of our tag: URIs; never change it (ids would 
 GENERATOR = "aggregator"
 UNTITLED = "(untitled)"
 UNKNOWN_SOURCE = "unknown source"
+# Bump when the bytes rendered for the same data change (a new element, a fix):
+# the web layer puts it in every ETag, so caches and readers fetch the new form.
+FORMAT_VERSION = 2
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "updated" of a feed with no entries
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+Format = Literal["atom", "rss"]
+FORMATS: tuple[Format, ...] = ("atom", "rss")
+MIMETYPES: dict[Format, str] = {
+    "atom": "application/atom+xml",
+    "rss": "application/rss+xml",
+}
 
 # Characters XML 1.0 does not allow (C0 controls except tab/LF/CR, lone
 # surrogates, U+FFFE/U+FFFF). lxml refuses them outright, so they must go.
@@ -97,8 +128,9 @@ def article_tag(base_url: str, article_id: int) -> str:
 
 
 def feed_tag(base_url: str, self_url: str) -> str:
-    """Id of a listing feed, derived from its canonical self URL's path and query."""
-    parts = urlsplit(self_url)
+    """Id of a listing feed, derived from its canonical URL's path and query
+    (without ``page``: every page of a feed is the same feed)."""
+    parts = urlsplit(with_page(self_url, 1))
     specific = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return f"tag:{tag_authority(base_url)},{TAG_DATE}:feed{specific}"
 
@@ -107,8 +139,53 @@ def story_page_url(base_url: str, story_id: int) -> str:
     return f"{base_url.rstrip('/')}/stories/{story_id}"
 
 
-def story_feed_url(base_url: str, story_id: int) -> str:
-    return f"{base_url.rstrip('/')}/stories/{story_id}/feed.atom"
+def story_feed_url(base_url: str, story_id: int, fmt: Format = "atom", page: int = 1) -> str:
+    return with_page(f"{base_url.rstrip('/')}/stories/{story_id}/feed.{fmt}", page)
+
+
+def with_page(url: str, page: int) -> str:
+    """``url`` with its ``page`` query parameter set to ``page`` (removed for page 1)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "page"]
+    if page > 1:
+        query.append(("page", str(page)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def page_count(total: int, per_page: int) -> int:
+    """Pages needed for ``total`` entries (at least one: an empty feed is one empty page)."""
+    return max(1, math.ceil(max(0, total) / max(1, per_page)))
+
+
+@dataclass(frozen=True)
+class Paging:
+    """The RFC 5005 (section 3) links of one page of a paged feed.
+
+    ``previous`` is the newer neighbour, ``next`` the older one; the first
+    page has no ``previous`` and the last no ``next``.
+    """
+
+    first: str
+    last: str
+    previous: str | None = None
+    next: str | None = None
+
+    @classmethod
+    def of(cls, page: int, pages: int, url_of: Callable[[int], str]) -> Paging | None:
+        """The links of ``page`` out of ``pages``; None when the feed fits one page."""
+        if pages <= 1:
+            return None
+        return cls(
+            first=url_of(1),
+            last=url_of(pages),
+            previous=url_of(page - 1) if page > 1 else None,
+            next=url_of(page + 1) if page < pages else None,
+        )
+
+    def links(self) -> list[tuple[str, str]]:
+        """(rel, href) pairs, in a fixed order."""
+        found = [("first", self.first), ("previous", self.previous), ("next", self.next), ("last", self.last)]
+        return [(rel, href) for rel, href in found if href]
 
 
 def _utc(value: datetime) -> datetime:
@@ -150,29 +227,60 @@ def story_summary(story: Story) -> str:
 # --------------------------------------------------------------------------- feed skeleton
 
 
+class _RssLinks(BaseExtension):  # type: ignore[misc]
+    """feedgen writes only ``rel="self"`` into RSS; this adds the paging links
+    (``atom:link`` in the channel), through feedgen's extension hook."""
+
+    def __init__(self) -> None:
+        self.links: list[tuple[str, str]] = []
+
+    def extend_rss(self, feed: Any) -> Any:
+        channel = feed[0]
+        for rel, href in self.links:
+            element = channel.makeelement(f"{{{ATOM_NS}}}link", {"href": href, "rel": rel})
+            element.set("type", MIMETYPES["rss"])
+            channel.append(element)
+        return feed
+
+
 def _new_feed(
     *,
+    fmt: Format,
     feed_id: str,
     title: str,
     updated: datetime,
     self_url: str,
     alternate_url: str,
-    subtitle: str | None,
+    subtitle: str,
+    paging: Paging | None,
 ) -> FeedGenerator:
     fg = FeedGenerator()
     fg.id(feed_id)
     fg.title(_one_line(title, UNTITLED))
-    fg.updated(_utc(updated))
-    fg.link(href=xml_text(self_url), rel="self", type="application/atom+xml")
+    fg.updated(_utc(updated))  # also RSS lastBuildDate (feedgen's default is "now")
+    fg.link(href=xml_text(self_url), rel="self", type=MIMETYPES[fmt])
+    if paging is not None:
+        if fmt == "atom":
+            for rel, href in paging.links():
+                fg.link(href=xml_text(href), rel=rel, type=MIMETYPES[fmt])
+        else:
+            fg.register_extension("paging", _RssLinks, None, atom=False, rss=True)
+            fg.paging.links = [(rel, xml_text(href)) for rel, href in paging.links()]
+    # Last: feedgen uses the last link as RSS's <link>, which must be the HTML page.
     fg.link(href=xml_text(alternate_url), rel="alternate", type="text/html")
     fg.author({"name": GENERATOR})
     fg.generator(GENERATOR, version=__version__)
-    if subtitle:
-        fg.subtitle(_one_line(subtitle, ""))
+    fg.subtitle(_one_line(subtitle, GENERATOR))  # RSS needs a description
+    if fmt == "rss":
+        # dc:creator names authors in RSS (its <author> must be an e-mail address).
+        fg.load_extension("dc", atom=False, rss=True)
     return fg
 
 
-def _render(fg: FeedGenerator) -> bytes:
+def _render(fg: FeedGenerator, fmt: Format) -> bytes:
+    if fmt == "rss":
+        rss: bytes = fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+        return rss
     data: bytes = fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
     return data
 
@@ -180,44 +288,66 @@ def _render(fg: FeedGenerator) -> bytes:
 # --------------------------------------------------------------------------- per-story feed
 
 
-def story_feed(story: StoryWithArticles, *, base_url: str, max_entries: int) -> bytes:
-    """The Atom feed of one story: its newest ``max_entries`` articles, newest first."""
+def story_feed(story: StoryWithArticles, *, base_url: str, max_entries: int, page: int = 1) -> bytes:
+    """The Atom feed of one story: page ``page`` of its articles, newest first,
+    ``max_entries`` a page."""
+    return _story_feed(story, base_url=base_url, max_entries=max_entries, page=page, fmt="atom")
+
+
+def story_feed_rss(story: StoryWithArticles, *, base_url: str, max_entries: int, page: int = 1) -> bytes:
+    """:func:`story_feed` as RSS 2.0."""
+    return _story_feed(story, base_url=base_url, max_entries=max_entries, page=page, fmt="rss")
+
+
+def _story_feed(
+    story: StoryWithArticles, *, base_url: str, max_entries: int, page: int, fmt: Format
+) -> bytes:
     base_url = base_url.rstrip("/")
     record = story.story
+    per_page = max(1, max_entries)
+    page = max(1, page)
+    pages = page_count(len(story.articles), per_page)
     fg = _new_feed(
+        fmt=fmt,
         feed_id=story_feed_tag(base_url, record.id),
         title=record.headline,
         updated=record.updated_at,
-        self_url=story_feed_url(base_url, record.id),
+        self_url=story_feed_url(base_url, record.id, fmt, page),
         alternate_url=story_page_url(base_url, record.id),
         subtitle=story_summary(record),
+        paging=Paging.of(page, pages, lambda number: story_feed_url(base_url, record.id, fmt, number)),
     )
     newest_first = sorted(story.articles, key=lambda a: (_utc(a.published), a.id), reverse=True)
-    for article in newest_first[: max(0, max_entries)]:
-        _add_article_entry(fg, article, base_url)
-    return _render(fg)
+    for article in newest_first[(page - 1) * per_page : page * per_page]:
+        _add_article_entry(fg, article, base_url, fmt)
+    return _render(fg, fmt)
 
 
-def _add_article_entry(fg: FeedGenerator, article: Article, base_url: str) -> None:
+def _add_article_entry(fg: FeedGenerator, article: Article, base_url: str, fmt: Format) -> None:
     # order="append": feedgen prepends by default, which would reverse our order.
     entry = fg.add_entry(order="append")
-    entry.id(article_tag(base_url, article.id))
+    entry.id(article_tag(base_url, article.id))  # RSS: <guid isPermaLink="false">
     entry.title(_one_line(article.title, UNTITLED))
-    entry.published(_utc(article.published))
+    entry.published(_utc(article.published))  # RSS: <pubDate>
     entry.updated(_utc(article.updated))
     source = _source_name(article)
-    entry.author({"name": _one_line(article.author, source)})
+    author = _one_line(article.author, source)
     link = http_url(article.url)
     if link:
         entry.link(href=link, rel="alternate", type="text/html")  # the only link (see below)
-        # <source> names the original outlet (feedgen needs both a title and a link;
-        # the outlet's site is the article's origin).
-        if article.source:
-            entry.source(url=_origin(link), title=source)
     summary = xml_text(article.summary).strip()
     content = _sanitize(article.content_html, link)
     if not content.strip():
         content = f"<p>{html.escape(summary or _one_line(article.title, UNTITLED))}</p>"
+    if fmt == "rss":
+        entry.dc.dc_creator(author)
+        entry.description(content)
+        return
+    entry.author({"name": author})
+    # <source> names the original outlet (feedgen needs both a title and a link;
+    # the outlet's site is the article's origin).
+    if link and article.source:
+        entry.source(url=_origin(link), title=source)
     entry.content(content, type="html")
     if summary:
         entry.summary(summary)
@@ -234,28 +364,79 @@ def stories_feed(
     self_url: str,
     updated: datetime,
     alternate_url: str | None = None,
+    paging: Paging | None = None,
 ) -> bytes:
     """One Atom entry per story, in the order given.
 
-    ``self_url`` must be canonical (it also yields the feed id); ``updated`` is
-    the caller's choice, normally the newest ``story.updated_at`` listed.
-    ``alternate_url`` is the HTML page of the listing (the home page by default).
+    ``self_url`` must be canonical: it is this page's URL, and without its
+    ``page`` parameter it yields the feed id. ``updated`` is the caller's
+    choice, normally the newest ``story.updated_at`` listed. ``alternate_url``
+    is the HTML page of the listing (the home page by default); ``paging`` the
+    RFC 5005 links when the listing has several pages.
     """
+    return _stories_feed(
+        stories,
+        base_url=base_url,
+        title=title,
+        self_url=self_url,
+        updated=updated,
+        alternate_url=alternate_url,
+        paging=paging,
+        fmt="atom",
+    )
+
+
+def stories_feed_rss(
+    stories: Sequence[StoryWithArticles],
+    *,
+    base_url: str,
+    title: str,
+    self_url: str,
+    updated: datetime,
+    alternate_url: str | None = None,
+    paging: Paging | None = None,
+) -> bytes:
+    """:func:`stories_feed` as RSS 2.0."""
+    return _stories_feed(
+        stories,
+        base_url=base_url,
+        title=title,
+        self_url=self_url,
+        updated=updated,
+        alternate_url=alternate_url,
+        paging=paging,
+        fmt="rss",
+    )
+
+
+def _stories_feed(
+    stories: Sequence[StoryWithArticles],
+    *,
+    base_url: str,
+    title: str,
+    self_url: str,
+    updated: datetime,
+    alternate_url: str | None,
+    paging: Paging | None,
+    fmt: Format,
+) -> bytes:
     base_url = base_url.rstrip("/")
     fg = _new_feed(
+        fmt=fmt,
         feed_id=feed_tag(base_url, self_url),
         title=title,
         updated=updated,
         self_url=self_url,
         alternate_url=alternate_url or f"{base_url}/",
         subtitle="One entry per story, however many outlets report it.",
+        paging=paging,
     )
     for item in stories:
-        _add_story_entry(fg, item, base_url)
-    return _render(fg)
+        _add_story_entry(fg, item, base_url, fmt)
+    return _render(fg, fmt)
 
 
-def _add_story_entry(fg: FeedGenerator, item: StoryWithArticles, base_url: str) -> None:
+def _add_story_entry(fg: FeedGenerator, item: StoryWithArticles, base_url: str, fmt: Format) -> None:
     story = item.story
     page = story_page_url(base_url, story.id)
     entry = fg.add_entry(order="append")
@@ -267,10 +448,15 @@ def _add_story_entry(fg: FeedGenerator, item: StoryWithArticles, base_url: str) 
     # rel="alternate"), so a second link would make two alternates.
     entry.link(href=page, rel="alternate", type="text/html")
     names = [_one_line(name, UNKNOWN_SOURCE) for name in story.sources] or [UNKNOWN_SOURCE]
+    content = _sanitize(story_content_html(item, page), page)
+    if fmt == "rss":
+        entry.dc.dc_creator(names)
+        entry.description(content)
+        return
     for name in names:
         entry.author({"name": name})
     entry.summary(story_summary(story))
-    entry.content(_sanitize(story_content_html(item, page), page), type="html")
+    entry.content(content, type="html")
 
 
 def story_content_html(item: StoryWithArticles, page_url: str) -> str:

@@ -377,6 +377,15 @@ def test_feeds_validate_against_rfc4287_grammar(storm: StoryWithArticles, tmp_pa
         "river.atom": publish.stories_feed(
             [*river(storm), hostile], base_url=BASE, title="All", self_url=f"{BASE}/feed.atom", updated=T0
         ),
+        "story-page-2.atom": publish.story_feed(storm, base_url=BASE, max_entries=1, page=2),
+        "river-page-2.atom": publish.stories_feed(
+            river(storm),
+            base_url=BASE,
+            title="All",
+            self_url=f"{BASE}/feed.atom?page=2",
+            updated=T0,
+            paging=publish.Paging.of(2, 3, lambda n: publish.with_page(f"{BASE}/feed.atom", n)),
+        ),
     }
     for name, data in documents.items():
         path = tmp_path / name
@@ -396,3 +405,188 @@ def test_naive_datetimes_are_taken_as_utc(storm: StoryWithArticles) -> None:
     naive = replace(storm.story, updated_at=datetime(2026, 3, 2, 8, 0))
     parsed = parse(publish.story_feed(replace(storm, story=naive), base_url=BASE, max_entries=50))
     assert parsed.feed.updated == "2026-03-02T08:00:00+00:00"
+
+
+# --------------------------------------------------------------------------- paging (RFC 5005)
+
+
+def links(parsed: feedparser.FeedParserDict) -> dict[str, str]:
+    return {link.rel: link.href for link in parsed.feed.links}
+
+
+def test_page_helpers() -> None:
+    assert publish.page_count(0, 50) == 1  # an empty feed is one empty page
+    assert publish.page_count(50, 50) == 1
+    assert publish.page_count(51, 50) == 2
+    assert publish.with_page(f"{BASE}/feed.atom?q=a+b&page=3", 1) == f"{BASE}/feed.atom?q=a+b"
+    assert publish.with_page(f"{BASE}/feed.atom?q=a+b", 4) == f"{BASE}/feed.atom?q=a+b&page=4"
+    assert publish.Paging.of(1, 1, str) is None
+    middle = publish.Paging.of(2, 3, str)
+    assert middle == publish.Paging(first="1", last="3", previous="1", next="3")
+    assert middle.links() == [("first", "1"), ("previous", "1"), ("next", "3"), ("last", "3")]
+    first = publish.Paging.of(1, 3, str)
+    assert first is not None and first.previous is None and first.next == "2"
+
+
+@pytest.mark.parametrize("render", [publish.story_feed, publish.story_feed_rss])
+def test_story_feed_pages_cover_every_article_once(storm: StoryWithArticles, render: object) -> None:
+    fmt = "atom" if render is publish.story_feed else "rss"
+    url = f"{BASE}/stories/7/feed.{fmt}"
+    pages = [parse(render(storm, base_url=BASE, max_entries=2, page=n)) for n in (1, 2)]  # type: ignore[operator]
+    assert [[e.id.rsplit("/", 1)[1] for e in page.entries] for page in pages] == [["3", "2"], ["1"]]
+    assert links(pages[0]) == {
+        "self": url,
+        "first": url,
+        "next": f"{url}?page=2",
+        "last": f"{url}?page=2",
+        "alternate": f"{BASE}/stories/7",
+    }
+    assert links(pages[1]) == {
+        "self": f"{url}?page=2",
+        "first": url,
+        "previous": url,
+        "last": f"{url}?page=2",
+        "alternate": f"{BASE}/stories/7",
+    }
+    if fmt == "atom":
+        assert pages[0].feed.id == pages[1].feed.id == "tag:news.example.org,2026:story/7/feed"
+    single = parse(render(storm, base_url=BASE, max_entries=50))  # type: ignore[operator]
+    assert set(links(single)) == {"self", "alternate"}  # one page: no paging links
+
+
+def test_river_page_links_and_id(storm: StoryWithArticles) -> None:
+    feed = f"{BASE}/feed.atom?min_sources=2"
+    data = publish.stories_feed(
+        river(storm),
+        base_url=BASE,
+        title="All",
+        self_url=publish.with_page(feed, 3),
+        updated=T0,
+        paging=publish.Paging.of(3, 3, lambda n: publish.with_page(feed, n)),
+    )
+    parsed = parse(data)
+    assert parsed.feed.id == "tag:news.example.org,2026:feed/feed.atom?min_sources=2"  # same on every page
+    assert links(parsed)["self"] == f"{feed}&page=3"
+    assert links(parsed)["previous"] == f"{feed}&page=2"
+    assert links(parsed)["first"] == feed
+    assert "next" not in links(parsed)
+
+
+# --------------------------------------------------------------------------- RSS 2.0
+
+
+def rss_tree(data: bytes) -> etree._Element:
+    root = etree.fromstring(data)
+    assert root.tag == "rss" and root.get("version") == "2.0"
+    return root
+
+
+def test_story_feed_rss_round_trips(storm: StoryWithArticles) -> None:
+    data = publish.story_feed_rss(storm, base_url=BASE, max_entries=50)
+    assert data.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    parsed = parse(data)
+    assert parsed.version == "rss20"
+    assert parsed.feed.title == "Storm hits coast"
+    assert parsed.feed.link == f"{BASE}/stories/7"  # <link>: the HTML page
+    assert links(parsed)["self"] == f"{BASE}/stories/7/feed.rss"  # atom:link rel=self
+    assert "3 articles from 3 sources" in parsed.feed.subtitle
+    assert parsed.feed.updated_parsed == storm.story.updated_at.utctimetuple()  # lastBuildDate
+    assert [e.id for e in parsed.entries] == [f"tag:news.example.org,2026:article/{n}" for n in (3, 2, 1)]
+    beta = parsed.entries[1]
+    assert beta.guidislink is False
+    assert beta.link == "https://beta.example/storm"
+    assert beta.published_parsed == (T0 + timedelta(hours=1)).utctimetuple()
+    assert beta.author == "Jo Reporter"  # dc:creator
+    assert parsed.entries[0].author == "Gamma Wire"  # no author: the outlet
+    assert beta.summary == "<p>Body text.</p>"  # description: the HTML content
+    channel = rss_tree(data)[0]
+    guids = channel.findall("item/guid")
+    assert [guid.get("isPermaLink") for guid in guids] == ["false"] * 3
+
+
+def test_rss_is_byte_identical_across_renders(storm: StoryWithArticles) -> None:
+    assert publish.story_feed_rss(storm, base_url=BASE, max_entries=50) == publish.story_feed_rss(
+        storm, base_url=BASE + "/", max_entries=50
+    )
+    render = lambda: publish.stories_feed_rss(  # noqa: E731
+        river(storm), base_url=BASE, title="All", self_url=f"{BASE}/feed.rss", updated=T0
+    )
+    assert render() == render()
+
+
+def test_rss_description_is_sanitised_html_never_the_raw_summary() -> None:
+    story = make_story(
+        3,
+        [
+            make_article(
+                10,
+                title=HOSTILE_TITLE,
+                content_html=HOSTILE_HTML,
+                summary="<script>alert(2)</script> plain summary",
+                author="<b>Mallory</b>",
+            ),
+            make_article(11, content_html="", summary="a < b & <i>c</i>", published=T0 + timedelta(hours=1)),
+        ],
+    )
+    for data in (
+        publish.story_feed_rss(story, base_url=BASE, max_entries=50),
+        publish.stories_feed_rss(
+            [story], base_url=BASE, title="All", self_url=f"{BASE}/feed.rss", updated=T0
+        ),
+    ):
+        raw = data.decode("utf-8")
+        for needle in FORBIDDEN:
+            assert needle not in raw, needle
+        assert "</title><script>" not in raw
+        for item in parse(data).entries:
+            for needle in FORBIDDEN:
+                assert needle not in item.summary, needle
+    entries = parse(publish.story_feed_rss(story, base_url=BASE, max_entries=50)).entries
+    assert "Hello <b>world</b>" in entries[1].summary
+    assert entries[0].summary == "<p>a &lt; b &amp; &lt;i&gt;c&lt;/i&gt;</p>"  # text stays text
+
+
+def test_rss_strips_control_characters_and_bad_links() -> None:
+    story = make_story(
+        5,
+        [
+            make_article(
+                13, title="Bad\x00 chars\x1f", content_html="<p>con\x01tent</p>", url="javascript:x"
+            ),
+            make_article(14, url="file:///etc/passwd", published=T0 + timedelta(hours=1)),
+        ],
+    )
+    data = publish.story_feed_rss(story, base_url=BASE, max_entries=50)
+    rss_tree(data)  # well-formed XML 1.0
+    assert b"javascript:" not in data and b"file:" not in data
+    parsed = parse(data)
+    assert parsed.entries[1].title == "Bad chars"
+    assert all("link" not in item for item in parsed.entries)
+
+
+def test_river_rss_has_one_item_per_story(storm: StoryWithArticles) -> None:
+    data = publish.stories_feed_rss(
+        river(storm), base_url=BASE, title="All stories", self_url=f"{BASE}/feed.rss", updated=T0
+    )
+    parsed = parse(data)
+    assert parsed.feed.title == "All stories"
+    assert parsed.feed.link == f"{BASE}/"
+    assert [e.id for e in parsed.entries] == [
+        "tag:news.example.org,2026:story/7",
+        "tag:news.example.org,2026:story/8",
+    ]
+    first = parsed.entries[0]
+    assert first.link == f"{BASE}/stories/7"
+    assert first.published_parsed == storm.story.first_published.utctimetuple()
+    assert [a.name for a in first.authors] == ["Alpha Times", "Beta Post", "Gamma Wire"]
+    for article in storm.articles:
+        assert f'href="{article.url}"' in first.summary
+
+
+def test_empty_rss_feeds_are_valid(storm: StoryWithArticles) -> None:
+    empty = StoryWithArticles(story=storm.story, articles=())
+    assert parse(publish.story_feed_rss(empty, base_url=BASE, max_entries=50)).entries == []
+    river_rss = publish.stories_feed_rss(
+        [], base_url=BASE, title="All", self_url=f"{BASE}/feed.rss", updated=T0
+    )
+    assert parse(river_rss).entries == []
