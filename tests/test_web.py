@@ -503,6 +503,7 @@ def test_api_stories_pages_and_filters(world: World) -> None:
     assert first["links"] == {
         "html": f"{BASE}/stories/{world.storm}",
         "atom": f"{BASE}/stories/{world.storm}/feed.atom",
+        "rss": f"{BASE}/stories/{world.storm}/feed.rss",
         "api": f"{BASE}/api/stories/{world.storm}",
     }
     second = world.client.get("/api/stories?page=2").get_json()

@@ -49,6 +49,7 @@ def story_json(story: Story, base: str) -> dict[str, Any]:
         "links": {
             "html": f"{base}/stories/{story.id}",
             "atom": f"{base}/stories/{story.id}/feed.atom",
+            "rss": f"{base}/stories/{story.id}/feed.rss",
             "api": f"{base}/api/stories/{story.id}",
         },
     }

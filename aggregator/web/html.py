@@ -97,7 +97,11 @@ def river() -> str:
     summaries = {
         story_id: _one_line(text, SUMMARY_CHARS) for story_id, text in result.summaries.items()
     }
-    feed_url = url_for("atom.river_feed", min_sources=min_sources if min_sources > 1 else None)
+    # The feeds take the same filters, except the time range (relative to "now",
+    # it would change the feed's validators on every request).
+    feed_params = {k: v for k, v in filters.items() if k != "range" and v is not None}
+    feed_url = url_for("atom.river_feed", **feed_params)
+    rss_url = url_for("atom.river_feed_rss", **feed_params)
     filtered = any(value is not None for key, value in filters.items() if key != "min_sources")
     return render_template(
         "river.html",
@@ -122,7 +126,7 @@ def river() -> str:
         next_url=page_url(page + 1) if page < pages else None,
         feed_url=feed_url,
         now=now,
-        feeds=[(feed_url, "Atom feed of these stories")],
+        feeds=[(feed_url, "Atom feed of these stories"), (rss_url, "RSS feed of these stories", RSS_TYPE)],
     )
 
 
