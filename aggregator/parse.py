@@ -28,6 +28,20 @@ XML safety (checked with feedparser 6.0.14, Python 3.11, expat 2.5.0)
     literal text or character references, and the total expansion may not
     exceed the document's size; anything else is refused with a clear error.
     External entity declarations are allowed (they are ignored, never fetched).
+
+Hostile and broken input (what ``parse_feed`` does before and after feedparser)
+    * character references no string can hold (``&#0;``, surrogates such as
+      ``&#xD800;``, beyond U+10FFFF) become U+FFFD and invalid control
+      characters are dropped: feedparser's loose parser crashes on the
+      former, which would lose every entry of the feed (``fix_char_references``);
+    * a document with more than ``max_entries`` entries is cut after that
+      many, and closed, *before* feedparser builds a dict per entry: a feed of
+      100,000 entries costs what a feed of ``max_entries`` costs (``cut_entries``);
+    * every string that leaves this module is free of control characters,
+      NULs and lone surrogates (PostgreSQL and UTF-8 refuse them), links are at
+      most ``MAX_URL_LENGTH`` and keys at most ``MAX_KEY_LENGTH`` characters, so
+      no document can make storage refuse a feed's entries;
+    * an exception inside feedparser becomes a ``ParseError``, never a crash.
 """
 
 from __future__ import annotations
@@ -36,8 +50,10 @@ import calendar
 import hashlib
 import html
 import io
+import itertools
 import re
 import time
+import xml.parsers.expat
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,11 +62,20 @@ from xml.sax import SAXParseException
 import feedparser  # type: ignore[import-untyped]
 
 from aggregator.models import ParsedEntry, ParsedFeed
-from aggregator.text import canonical_url, collapse_ws, html_to_text, looks_like_html, sanitize_html, truncate
+from aggregator.text import (
+    canonical_url,
+    collapse_ws,
+    html_to_text,
+    looks_like_html,
+    sanitize_html,
+    strip_controls,
+    truncate,
+)
 
 __all__ = [
     "FUTURE_TOLERANCE",
     "MAX_KEY_LENGTH",
+    "MAX_URL_LENGTH",
     "SUMMARY_LENGTH",
     "ParseError",
     "check_entities",
@@ -60,7 +85,9 @@ __all__ = [
 SUMMARY_LENGTH = 500  # characters of plain-text summary kept
 TITLE_FALLBACK_LENGTH = 120  # characters of text used as a missing title
 AUTHOR_LENGTH = 200
+FEED_TITLE_LENGTH = 200  # characters of a feed's title kept (it names the outlet of every article)
 MAX_KEY_LENGTH = 1000  # longer guids are replaced by "hash:" + their sha256
+MAX_URL_LENGTH = 2048  # longer links are dropped (storage holds URLs up to this length)
 FUTURE_TOLERANCE = timedelta(days=1)  # later dates are clamped to ``now``
 MAX_ENTITY_VALUE = 1024  # characters in one internal entity's replacement text
 _MIN_EXPANSION_BUDGET = 1024 * 1024  # characters entities may add, at least
@@ -207,6 +234,117 @@ def check_entities(body: bytes) -> None:
             )
 
 
+# --------------------------------------------------------------------------- hostile bytes
+
+
+def _ascii_compatible(body: bytes) -> bool:
+    """False for UTF-16/32 documents (where markup is not plain ASCII bytes)."""
+    head = body[:4]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        return False
+    return not (len(head) >= 2 and (head[0] == 0 or head[1] == 0))
+
+
+_CHARREF_BYTES_RE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_ALLOWED_C0 = frozenset({0x9, 0xA, 0xD})
+
+
+def _fix_reference(match: re.Match[bytes]) -> bytes:
+    hexdigits, digits = match.group(1), match.group(2)
+    raw = hexdigits if hexdigits is not None else digits
+    if len(raw) > 8:  # far beyond U+10FFFF (and int() of thousands of digits is refused)
+        return b"&#xFFFD;"
+    code = int(raw, 16) if hexdigits is not None else int(raw)
+    if code < 0x20 and code not in _ALLOWED_C0:
+        return b""  # NUL and C0 controls: never text
+    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF or code in (0xFFFE, 0xFFFF):
+        return b"&#xFFFD;"
+    return match.group(0)
+
+
+def fix_char_references(body: bytes) -> bytes:
+    """``body`` with character references that no string may hold replaced.
+
+    ``&#0;`` and other C0 controls are dropped; surrogates, U+FFFE/U+FFFF and
+    code points beyond U+10FFFF become ``&#xFFFD;``. XML forbids them all, and
+    feedparser's loose parser, which takes over when the XML parser gives up,
+    raises on some (``chr(0xD800).encode()``), which would lose the whole
+    feed. UTF-16/32 documents are left alone (feedparser's crash is then
+    reported as a parse error).
+    """
+    if b"&#" not in body or not _ascii_compatible(body):
+        return body
+    return _CHARREF_BYTES_RE.sub(_fix_reference, body)
+
+
+_ENTRY_START_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
+_ENTRY_NAMES = frozenset({"item", "entry"})
+_MAX_ENTRY_DEPTH = 3  # rss>channel>item is at depth 2, feed>entry and rdf:RDF>item at 1
+
+
+class _CutHere(Exception):
+    def __init__(self, offset: int, open_elements: list[str]) -> None:
+        super().__init__(offset)
+        self.offset = offset
+        self.open_elements = open_elements
+
+
+def _more_entries_than(body: bytes, limit: int) -> bool:
+    """A cheap over-estimate: could the document hold more than ``limit`` entries?"""
+    return sum(1 for _ in itertools.islice(_ENTRY_START_RE.finditer(body), limit + 1)) > limit
+
+
+def cut_entries(body: bytes, max_entries: int) -> bytes:
+    """The document cut just before its entry number ``max_entries + 1``, its open
+    elements closed; ``body`` itself when it has no more entries than that.
+
+    feedparser builds a dict for every entry of a document before
+    ``parse_feed`` can take the first ``max_entries``; cutting first bounds
+    that work and its memory. Entries are the ``item``/``entry`` elements
+    (any prefix) near the root, found with a streaming expat pass that stops
+    at the cut. Documents expat cannot read up to that point (ill-formed, an
+    encoding it lacks, UTF-16/32) are returned whole; the size cap of the
+    fetcher still bounds them. Whatever follows the entries (rare
+    channel-level elements after the last item) is dropped with them.
+    """
+    if max_entries <= 0 or not _ascii_compatible(body) or not _more_entries_than(body, max_entries):
+        return body
+    parser = xml.parsers.expat.ParserCreate()
+    parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    stack: list[str] = []
+    entry_depth: int | None = None
+    count = 0
+
+    def start(name: str, _attributes: object) -> None:
+        nonlocal count, entry_depth
+        if entry_depth is None and len(stack) <= _MAX_ENTRY_DEPTH and name.rpartition(":")[2] in _ENTRY_NAMES:
+            count += 1
+            if count > max_entries:
+                raise _CutHere(parser.CurrentByteIndex, list(stack))
+            entry_depth = len(stack)
+        stack.append(name)
+
+    def end(_name: str) -> None:
+        nonlocal entry_depth
+        if stack:
+            stack.pop()
+        if entry_depth is not None and len(stack) == entry_depth:
+            entry_depth = None
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    try:
+        parser.Parse(body, True)
+    except _CutHere as cut:
+        if cut.offset <= 0 or not all(name.isascii() for name in cut.open_elements):
+            return body
+        closing = "".join(f"</{name}>" for name in reversed(cut.open_elements))
+        return body[: cut.offset] + closing.encode("ascii")
+    except (xml.parsers.expat.ExpatError, ValueError, RecursionError):
+        return body
+    return body
+
+
 # --------------------------------------------------------------------------- errors and warnings
 
 _HTML_SNIFF_RE = re.compile(rb"<(?:!doctype\s+html|html[\s>]|head[\s>]|body[\s>])", re.IGNORECASE)
@@ -227,6 +365,20 @@ def _html_error(body: bytes) -> str | None:
     tag = re.sub(r"[\s>]+$", "", match.group(0).decode("ascii", "replace")).lower()
     shown = f'"{title}"' if title else tag + ">"
     return f"not a feed: the document is HTML ({shown})"
+
+
+def _foreign_type(headers: Mapping[str, str] | None) -> str | None:
+    """The response's media type when it is clearly not a feed (an image, JSON...)."""
+    for name, value in (headers or {}).items():
+        if name.lower() != "content-type":
+            continue
+        mime = value.split(";", 1)[0].strip().lower()
+        if not mime or "xml" in mime or mime.startswith("text/") or mime in ("application/octet-stream",):
+            return None
+        if any(word in mime for word in ("rss", "atom", "rdf")):
+            return None
+        return truncate(collapse_ws(strip_controls(mime)), 100)
+    return None
 
 
 def _describe(exc: object, body: bytes) -> str:
@@ -271,7 +423,7 @@ def _plain(value: Any, kind: str | None) -> str:
         return ""
     if (kind or "").lower() in _HTML_TYPES or looks_like_html(value):
         return collapse_ws(html_to_text(value))
-    return collapse_ws(value)
+    return collapse_ws(strip_controls(value))
 
 
 def _get(mapping: Mapping[str, Any], key: str) -> Any:
@@ -310,9 +462,15 @@ def _as_html(value: str, kind: str | None) -> str:
 
 def _http_link(value: Any, base: str) -> str | None:
     """``value`` resolved against ``base`` and canonicalised, if it is an http(s) URL."""
+    link = _long_http_link(value, base)
+    return link if link is not None and len(link) <= MAX_URL_LENGTH else None
+
+
+def _long_http_link(value: Any, base: str) -> str | None:
+    """Like ``_http_link`` but of any length (for keys)."""
     if not isinstance(value, str) or not value.strip():
         return None
-    link = canonical_url(value, base=base)
+    link = canonical_url(strip_controls(value), base=base)
     return link if link.lower().startswith(("http://", "https://")) else None
 
 
@@ -353,11 +511,14 @@ def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | 
         title = truncate(text, TITLE_FALLBACK_LENGTH) or link or ""
 
     guid = _get(raw, "id")
-    guid = guid.strip() if isinstance(guid, str) else ""
+    guid = strip_controls(guid).strip() if isinstance(guid, str) else ""
+    long_link = _long_http_link(_get(raw, "link"), url) if link is None else None
     if guid:
         key = guid if len(guid) <= MAX_KEY_LENGTH else "hash:" + _sha256(guid)
     elif link is not None:
         key = link
+    elif long_link is not None:  # a link too long to store still identifies the entry
+        key = "hash:" + _sha256(long_link)
     else:
         key = "hash:" + _sha256(title + "\n" + summary)
 
@@ -425,8 +586,9 @@ def parse_feed(
     ``url`` is the document's final URL (the base for relative links),
     ``headers`` the HTTP response headers (their charset is honoured), ``now``
     the fetch time (entries without dates get it; dates more than a day ahead
-    are clamped to it). At most ``max_entries`` entries are kept, in document
-    order; entries repeating an earlier key are dropped.
+    are clamped to it). At most ``max_entries`` entries are read, in document
+    order (the document is cut before the rest is parsed); entries repeating
+    an earlier key, or with nothing to show, are dropped.
 
     Raises ``ParseError`` when the body is empty, is not a feed (an HTML page,
     other XML), is broken XML that yields no entries, or declares unsafe
@@ -439,13 +601,18 @@ def parse_feed(
     if not body or not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
         raise ParseError("not a feed: empty document")
     check_entities(body)
+    body = cut_entries(fix_char_references(body), max_entries)
 
-    result = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=_feedparser_headers(headers),
-        sanitize_html=False,
-        resolve_relative_uris=False,
-    )
+    try:
+        result = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=_feedparser_headers(headers),
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as exc:  # feedparser's loose parser has crashed on odd bytes  # noqa: BLE001
+        html_message = _html_error(body)
+        raise ParseError(html_message or f"cannot parse the document: {_describe(exc, body)}") from exc
     raw_entries = _get(result, "entries") or []
     version = _get(result, "version") or ""
     bozo = bool(_get(result, "bozo"))
@@ -456,6 +623,9 @@ def parse_feed(
         html_message = _html_error(body)
         if html_message is not None:
             raise ParseError(html_message)
+        foreign = _foreign_type(headers)
+        if foreign is not None:
+            raise ParseError(f"not a feed: the server sent {foreign}")
         if problem is not None:
             raise ParseError(_describe(problem, body))
         raise ParseError("not a feed: no RSS, Atom or RDF document found")
@@ -480,6 +650,8 @@ def parse_feed(
         raise ParseError(_describe(problem, body))
 
     feed = _get(result, "feed") or {}
+    if not isinstance(feed, Mapping):
+        feed = {}
     title_value, title_type, _ = _detail(feed, "title")
     warnings = []
     if problem is not None:
@@ -487,7 +659,7 @@ def parse_feed(
     if skipped:
         warnings.append(f"skipped {skipped} malformed entr{'y' if skipped == 1 else 'ies'}")
     return ParsedFeed(
-        title=_plain(title_value, title_type) or None,
+        title=truncate(_plain(title_value, title_type), FEED_TITLE_LENGTH) or None,
         link=_http_link(_get(feed, "link"), url),
         entries=tuple(entries),
         ttl_minutes=_ttl(_get(feed, "ttl")),

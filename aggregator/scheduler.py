@@ -4,7 +4,11 @@ One job, the *tick*, runs every ``tick_seconds``: it asks storage which feeds
 are due (``next_check_at``), updates them and clusters what arrived. The
 scheduler keeps no per-feed state of its own, so a restart, or a second
 process, needs nothing but the database. A tick never overlaps itself
-(``max_instances=1``); missed ticks are coalesced into one.
+(``max_instances=1``); missed ticks are coalesced into one. A tick that fails
+because the database is unavailable (locked, unreachable, read-only, full)
+is logged (``tick outcome=error``) and the next tick simply tries again.
+On shutdown the tick in flight stops starting fetches and finishes what it
+has (see ``Daemon.shutdown``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Daemon:
         self.last_tick_ok: bool | None = None
         self.ticks = 0
         self._tick_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._scheduler.add_job(
             self.tick,
@@ -61,7 +66,9 @@ class Daemon:
         with self._tick_lock:
             started = time.perf_counter()
             try:
-                report = run_pass(self.storage, self.engine, self.settings, fetcher=self.fetcher)
+                report = run_pass(
+                    self.storage, self.engine, self.settings, fetcher=self.fetcher, stop=self._stopping
+                )
             except StorageError as exc:
                 self.last_tick_ok = False
                 log.error("tick outcome=error error=%r", str(exc))
@@ -92,7 +99,13 @@ class Daemon:
         log.info("scheduler started tick_seconds=%d", self.settings.tick_seconds)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop scheduling; with ``wait`` the tick in flight finishes first."""
+        """Stop scheduling; with ``wait`` the tick in flight finishes first.
+
+        The tick in flight starts no further fetch: the fetches under way
+        finish (each within ``fetch_timeout``), what they brought is stored and
+        clustered, and the feeds not reached stay due for the next start.
+        """
+        self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
             log.info("scheduler stopped")

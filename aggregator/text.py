@@ -5,7 +5,8 @@ What this module does
       similarity, search and summaries.
     * ``sanitize_html``: untrusted HTML to a small, safe subset that the web
       pages embed and the Atom publisher republishes.
-    * ``collapse_ws`` / ``truncate``: whitespace and length helpers.
+    * ``collapse_ws`` / ``truncate`` / ``strip_controls``: whitespace, length
+      and control-character helpers.
     * ``canonical_url``: one spelling per article URL (tracking parameters
       removed), used for entry keys and for "same link" detection.
 
@@ -38,6 +39,7 @@ __all__ = [
     "html_to_text",
     "looks_like_html",
     "sanitize_html",
+    "strip_controls",
     "truncate",
 ]
 
@@ -48,6 +50,16 @@ _INLINE_WS_RE = re.compile(r"[^\S\n]+")  # whitespace except newline
 # C0 controls (except tab, newline, carriage return), DEL, lone surrogates and
 # non-characters: lxml refuses some of them and none of them belong in text.
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without C0 controls (except tab, newline, carriage return), DEL,
+    lone surrogates and non-characters.
+
+    None of them belong in text, and storage refuses some of them (PostgreSQL
+    has no NUL in text; a lone surrogate cannot be encoded as UTF-8).
+    """
+    return _CONTROL_RE.sub("", text)
 
 
 def collapse_ws(text: str) -> str:
