@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -348,13 +348,18 @@ def subscribe_demo(storage: Storage) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from aggregator.ingest import run_pass
 
-    if args.demo:
-        settings = settings.replace(allow_private=True, allow_file_urls=True)
+    def adjust(loaded: Settings) -> Settings:
+        return loaded.replace(allow_private=True, allow_file_urls=True) if args.demo else loaded
+
+    def reload() -> Settings:
+        return adjust(_load_settings(args))
+
+    settings = adjust(settings)
     storage = open_storage(settings)
     engine = make_engine(settings)
     if args.demo:
         added = subscribe_demo(storage)
-        log.info("demo feeds subscribed added=%d dir=%s", added, demo_dir())
+        logs.event(log, "demo", feeds_added=added, dir=str(demo_dir()))
         first = run_pass(storage, engine, settings, all_feeds=True)
         counts = storage.counts()
         print(
@@ -367,11 +372,27 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             report = run_pass(storage, engine, settings, on_report=_print_report(out))
             print(f"updated {len(report.feeds)} feeds, clustered {report.cluster.clustered} articles", file=out)
         return EXIT_OK
-    return serve(settings, storage, engine, out=out)
+    return serve(settings, storage, engine, out=out, reload=reload)
 
 
-def serve(settings: Settings, storage: Storage, engine: Any, *, out: TextIO) -> int:
-    """The daemon: the scheduler's tick in the background, the web server in front."""
+# Settings that a running process cannot change: they need a restart.
+RESTART_SETTINGS = ("database_url", "host", "port", "web_threads", "lsh_num_perm", "lsh_seed", "lsh_scheme",
+                    "lsh_threshold", "cluster_window_hours")
+
+
+def serve(
+    settings: Settings,
+    storage: Storage,
+    engine: Any,
+    *,
+    out: TextIO,
+    reload: Callable[[], Settings] | None = None,
+) -> int:
+    """The daemon: the scheduler's tick in the background, the web server in front.
+
+    SIGTERM/SIGINT stop it (the tick in flight finishes); SIGHUP reloads the
+    settings from the file and the environment without dropping the web
+    server or the tick in flight."""
     from waitress.server import create_server
 
     from aggregator.scheduler import Daemon
@@ -385,10 +406,29 @@ def serve(settings: Settings, storage: Storage, engine: Any, *, out: TextIO) -> 
     def stop(signum: int, _frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
-            log.info("signal=%s stopping", signal.Signals(signum).name)
+            logs.event(log, "signal", signal=signal.Signals(signum).name, action="stopping")
             server.close()
 
+    def hup(_signum: int, _frame: Any) -> None:
+        nonlocal settings
+        if reload is None:
+            return
+        try:
+            fresh = reload()
+        except ConfigError as exc:
+            logs.event(log, "reload", logging.ERROR, outcome="error", error=str(exc), kept="previous settings")
+            return
+        ignored = [name for name in RESTART_SETTINGS if getattr(fresh, name) != getattr(settings, name)]
+        if ignored:
+            fresh = fresh.replace(**{name: getattr(settings, name) for name in ignored})
+        settings = fresh
+        setup_logging(settings)
+        daemon.reconfigure(settings)
+        app.extensions["aggregator"] = dataclasses.replace(app.extensions["aggregator"], settings=settings)
+        logs.event(log, "reload", outcome="ok", needs_restart=",".join(ignored) or None)
+
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
     daemon.start()
     print(f"serving on http://{settings.host}:{server.effective_port}/  (Ctrl-C to stop)", file=out, flush=True)
     try:
@@ -481,18 +521,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_settings(args: argparse.Namespace) -> Settings:
+    return config.load(
+        args.config,
+        database_url=args.database_url,
+        log_level=args.log_level,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+    )
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = config.load(
-            args.config,
-            database_url=args.database_url,
-            log_level=args.log_level,
-            host=getattr(args, "host", None),
-            port=getattr(args, "port", None),
-        )
+        settings = _load_settings(args)
     except ConfigError as exc:
         print(f"aggregator: configuration error: {exc}", file=sys.stderr)
         return EXIT_SERVICE

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from aggregator import fetch as fetch_module
+from aggregator import metrics
 from aggregator import parse as parse_module
 from aggregator.cluster import Clusterer, ClusterSettings, Document
 from aggregator.config import Settings
+from aggregator.logs import event
 from aggregator.models import (
     Article,
     Feed,
@@ -149,6 +151,7 @@ class _Fetched:
     result: FetchResult | None = None
     parsed: ParsedFeed | None = None
     error: str | None = None
+    status: int | None = None  # HTTP status of the answer, when there was one
 
 
 def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: datetime) -> _Fetched:
@@ -176,6 +179,7 @@ def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: date
         )
     except fetch_module.FetchError as exc:
         outcome.error = exc.message
+        outcome.status = getattr(exc, "status", None)
     except parse_module.ParseError as exc:
         outcome.error = exc.message
     except Exception as exc:  # a bug or an input nobody foresaw: record it, keep going
@@ -184,25 +188,46 @@ def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: date
     return outcome
 
 
+def _reported(report: UpdateReport, status: int | None, warning: str | None = None) -> UpdateReport:
+    """Log the one line of a feed fetch and count it."""
+    metrics.FETCHES.labels(outcome=report.status, status=str(status or 0)).inc()
+    metrics.FETCH_SECONDS.observe(report.seconds)
+    if report.new:
+        metrics.ARTICLES.labels(kind="new").inc(report.new)
+    if report.updated:
+        metrics.ARTICLES.labels(kind="updated").inc(report.updated)
+    fields: dict[str, object] = {"feed": report.feed_id, "url": report.url, "outcome": report.status,
+                                 "status": status}
+    if report.status == "ok":
+        fields.update(new=report.new, updated=report.updated, unchanged=report.unchanged)
+    if report.error:
+        fields["error"] = report.error
+    if warning:
+        fields["warning"] = warning
+    fields["seconds"] = report.seconds
+    event(log, "fetch", logging.WARNING if report.status == "error" else logging.INFO, **fields)
+    return report
+
+
 def _store_error(
-    storage: Storage, feed: Feed, message: str, settings: Settings, now: datetime, seconds: float
+    storage: Storage, feed: Feed, message: str, settings: Settings, now: datetime, seconds: float,
+    status: int | None = None,
 ) -> UpdateReport:
     state = error_state(feed, message, settings, now)
     storage.save_feed_state(feed.id, state)
-    log.warning("feed=%s url=%s outcome=error error=%r", feed.id, feed.url, state.last_error)
-    return UpdateReport(feed.id, feed.url, "error", error=state.last_error, seconds=seconds)
+    return _reported(UpdateReport(feed.id, feed.url, "error", error=state.last_error, seconds=seconds), status)
 
 
 def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateReport:
     feed, now = outcome.feed, outcome.fetched_at
     seconds = time.perf_counter() - outcome.started
     if outcome.error is not None:
-        return _store_error(storage, feed, outcome.error, settings, now, seconds)
+        return _store_error(storage, feed, outcome.error, settings, now, seconds, outcome.status)
     assert outcome.result is not None
+    status = outcome.result.status
     if outcome.parsed is None:  # 304 Not Modified (or an empty body we were told not to parse)
         storage.save_feed_state(feed.id, success_state(feed, outcome.result, None, settings, now))
-        log.info("feed=%s url=%s outcome=not_modified", feed.id, feed.url)
-        return UpdateReport(feed.id, feed.url, "not_modified", seconds=seconds)
+        return _reported(UpdateReport(feed.id, feed.url, "not_modified", seconds=seconds), status)
     parsed = outcome.parsed
     source = parsed.title or feed.title or _host(feed.url)
     try:
@@ -221,18 +246,14 @@ def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateRep
             log.exception("unexpected error storing feed %s", feed.url)
             message = f"internal error storing entries: {type(exc).__name__}: {exc}"
         try:
-            return _store_error(storage, feed, message, settings, now, seconds)
+            return _store_error(storage, feed, message, settings, now, seconds, status)
         except StorageUnavailableError:
             raise exc from None
-    log.info(
-        "feed=%s url=%s outcome=ok new=%d updated=%d unchanged=%d seconds=%.3f%s",
-        feed.id, feed.url, counts.new, counts.updated, counts.unchanged, seconds,
-        f" warning={parsed.warning!r}" if parsed.warning else "",
-    )
-    return UpdateReport(
+    report = UpdateReport(
         feed.id, feed.url, "ok", new=counts.new, updated=counts.updated,
         unchanged=counts.unchanged, seconds=seconds,
     )
+    return _reported(report, status, parsed.warning)
 
 
 def _host(url: str) -> str:
@@ -292,7 +313,7 @@ def update_feeds(
                 on_report(report)
     skipped = len(feeds) - len(reports)
     if skipped:
-        log.info("stopping: %d feeds not fetched this pass (they stay due)", skipped)
+        event(log, "stopping", feeds_not_fetched=skipped, note="they stay due")
     return reports
 
 
@@ -319,6 +340,7 @@ class ClusterReport:
     joined: int = 0
     merges: int = 0
     rebuilt: bool = False
+    signals: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -381,10 +403,15 @@ def cluster_pending(
             engine.generation = -1
             raise
     report.seconds = time.perf_counter() - started
-    if report.clustered:
-        log.info(
-            "cluster clustered=%d new_stories=%d joined=%d merges=%d seconds=%.3f",
-            report.clustered, report.new_stories, report.joined, report.merges, report.seconds,
+    metrics.STORIES_CREATED.inc(report.new_stories)
+    metrics.STORIES_MERGED.inc(report.merges)
+    for signal, count in report.signals.items():
+        metrics.ARTICLES_CLUSTERED.labels(signal=signal).inc(count)
+    metrics.INDEX_ENTRIES.set(len(engine.clusterer))
+    if report.clustered or report.rebuilt:
+        event(
+            log, "cluster", clustered=report.clustered, new_stories=report.new_stories,
+            joined=report.joined, merges=report.merges, rebuilt=report.rebuilt, seconds=report.seconds,
         )
     return report
 
@@ -426,6 +453,7 @@ def _cluster_in_transaction(
                     report.new_stories += 1
                 else:
                     report.joined += 1
+                report.signals[signal] = report.signals.get(signal, 0) + 1
                 signature = StoredSignature(params, clusterer.signature(prepared))
                 decided.append(Assignment(article.id, story_id, score, signal, copy_of, signature))
                 clusterer.add(prepared, story_id)

@@ -13,24 +13,27 @@ has (see ``Daemon.shutdown``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from aggregator import fetch as fetch_module
+from aggregator import maintenance, metrics
 from aggregator.config import Settings
 from aggregator.ingest import ClusterEngine, Fetcher, PassReport, run_pass
+from aggregator.logs import event
 from aggregator.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
 
 class Daemon:
-    """Runs ingest ticks in the background until shut down."""
+    """Runs ingest ticks (and the daily clean-up) in the background until shut down."""
 
     def __init__(
         self,
@@ -49,7 +52,7 @@ class Daemon:
         self.ticks = 0
         self._tick_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._scheduler = BackgroundScheduler(timezone=UTC)
         self._scheduler.add_job(
             self.tick,
             IntervalTrigger(seconds=settings.tick_seconds),
@@ -57,7 +60,16 @@ class Daemon:
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
-            next_run_time=datetime.now(timezone.utc),
+            next_run_time=datetime.now(UTC),
+        )
+        self._scheduler.add_job(
+            self.cleanup,
+            IntervalTrigger(hours=settings.cleanup_hours),
+            id="cleanup",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC) + timedelta(minutes=5),
         )
 
     def tick(self) -> PassReport | None:
@@ -69,26 +81,54 @@ class Daemon:
                 report = run_pass(
                     self.storage, self.engine, self.settings, fetcher=self.fetcher, stop=self._stopping
                 )
-            except StorageError as exc:
+            except Exception as exc:
                 self.last_tick_ok = False
-                log.error("tick outcome=error error=%r", str(exc))
+                metrics.TICKS.labels(outcome="error").inc()
+                if isinstance(exc, StorageError):
+                    event(log, "tick", logging.ERROR, outcome="error", error=str(exc))
+                else:
+                    log.exception("tick outcome=error (unexpected)")
+                with contextlib.suppress(StorageError):
+                    self.storage.record_tick(datetime.now(UTC), ok=False)
                 return None
-            except Exception:
-                self.last_tick_ok = False
-                log.exception("tick outcome=error (unexpected)")
-                return None
+            seconds = time.perf_counter() - started
             self.ticks += 1
             self.last_tick_ok = True
-            self.last_tick_at = datetime.now(timezone.utc)
-            log.info(
-                "tick outcome=ok feeds=%d errors=%d new_articles=%d clustered=%d seconds=%.3f",
-                len(report.feeds),
-                sum(1 for r in report.feeds if r.status == "error"),
-                sum(r.new for r in report.feeds),
-                report.cluster.clustered,
-                time.perf_counter() - started,
+            self.last_tick_at = datetime.now(UTC)
+            metrics.TICKS.labels(outcome="ok").inc()
+            metrics.TICK_SECONDS.observe(seconds)
+            with contextlib.suppress(StorageError):  # the heartbeat of /readyz and `status`
+                self.storage.record_tick(self.last_tick_at, ok=True)
+            event(
+                log,
+                "tick",
+                outcome="ok",
+                feeds=len(report.feeds),
+                errors=sum(1 for r in report.feeds if r.status == "error"),
+                new_articles=sum(r.new for r in report.feeds),
+                clustered=report.cluster.clustered,
+                seconds=seconds,
             )
             return report
+
+    def cleanup(self) -> None:
+        """Retention and database maintenance (see :mod:`aggregator.maintenance`)."""
+        with self._tick_lock:  # never beside a tick: the clean-up changes what the index holds
+            try:
+                maintenance.cleanup(self.storage, self.settings, now=datetime.now(UTC))
+            except StorageError as exc:
+                event(log, "cleanup", logging.ERROR, outcome="error", error=str(exc))
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply reloaded settings (SIGHUP) without stopping: the next tick uses
+        them, and the jobs are rescheduled when their periods changed. The tick
+        in flight finishes with the settings it started with."""
+        old, self.settings = self.settings, settings
+        if settings.tick_seconds != old.tick_seconds:
+            self._scheduler.reschedule_job("tick", trigger=IntervalTrigger(seconds=settings.tick_seconds))
+        if settings.cleanup_hours != old.cleanup_hours:
+            self._scheduler.reschedule_job("cleanup", trigger=IntervalTrigger(hours=settings.cleanup_hours))
+        event(log, "reconfigured", tick_seconds=settings.tick_seconds, cleanup_hours=settings.cleanup_hours)
 
     @property
     def running(self) -> bool:
@@ -96,7 +136,7 @@ class Daemon:
 
     def start(self) -> None:
         self._scheduler.start()
-        log.info("scheduler started tick_seconds=%d", self.settings.tick_seconds)
+        event(log, "scheduler", state="started", tick_seconds=self.settings.tick_seconds)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop scheduling; with ``wait`` the tick in flight finishes first.
@@ -108,4 +148,4 @@ class Daemon:
         self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
-            log.info("scheduler stopped")
+            event(log, "scheduler", state="stopped")

@@ -125,7 +125,7 @@ def test_daemon_ticks_then_serves_story_feeds(tmp_path: Path, demo_server: FeedS
     finally:
         code, output = stop(proc)
     assert code == 0, output
-    assert "outcome=ok" in output and "scheduler stopped" in output
+    assert "outcome=ok" in output and "event=scheduler state=stopped" in output
 
 
 def test_sigterm_during_a_slow_tick_finishes_it(tmp_path: Path, demo_server: FeedServer) -> None:
@@ -161,3 +161,43 @@ def test_sigterm_during_a_slow_tick_finishes_it(tmp_path: Path, demo_server: Fee
     # the tick in flight completed: its articles are stored and clustered
     assert '"articles": 17' in listed
     assert exported == 17
+
+
+def test_sighup_reloads_settings_without_dropping_the_server(tmp_path: Path) -> None:
+    config_file = tmp_path / "aggregator.toml"
+    config_file.write_text('log_format = "kv"\ntick_seconds = 1\n')
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGGREGATOR_DATABASE_URL": f"sqlite:///{tmp_path / 'daemon.db'}",
+        "AGGREGATOR_CONFIG": str(config_file),
+        "AGGREGATOR_LOG_LEVEL": "INFO",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator.cli", "run", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200)
+        config_file.write_text('log_format = "json"\ntick_seconds = 2\nweb_threads = 3\n')
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200  # same server, same port
+        config_file.write_text("this is not toml = =\n")
+        proc.send_signal(signal.SIGHUP)  # a broken file keeps the running settings
+        time.sleep(1)
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    finally:
+        code, output = stop(proc)
+    assert code == 0, output
+    import json
+
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]  # the new format took effect
+    reloads = [e for e in events if e.get("event") == "reload"]
+    assert reloads[0]["outcome"] == "ok" and reloads[0]["needs_restart"] == "web_threads"
+    assert reloads[1]["outcome"] == "error" and reloads[1]["kept"] == "previous settings"
+    assert any(e.get("event") == "reconfigured" and e["tick_seconds"] == 2 for e in events)

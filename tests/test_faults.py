@@ -240,7 +240,7 @@ def test_sigterm_during_a_long_tick_stops_within_seconds(tmp_path: Path, server:
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, output
     assert elapsed < 6, (elapsed, output)
-    assert "scheduler stopped" in output
+    assert "event=scheduler state=stopped" in output
     fetched = len(server.requests)
     assert fetched < 24
     counts = assert_consistent(storage)
