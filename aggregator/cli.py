@@ -395,11 +395,14 @@ def serve(
     server or the tick in flight."""
     from waitress.server import create_server
 
+    from aggregator import websub
     from aggregator.scheduler import Daemon
     from aggregator.web import create_app
 
-    daemon = Daemon(settings, storage, engine)
+    hub = websub.Hub(settings, storage)
+    daemon = Daemon(settings, storage, engine, on_stories_changed=hub.story_changed)
     app = create_app(settings, storage)
+    app.extensions["websub"] = hub  # POST /websub wakes the hub
     server = create_server(app, host=settings.host, port=settings.port, threads=settings.web_threads)
     stopping = threading.Event()
 
@@ -424,12 +427,14 @@ def serve(
         settings = fresh
         setup_logging(settings)
         daemon.reconfigure(settings)
+        hub.settings = settings
         app.extensions["aggregator"] = dataclasses.replace(app.extensions["aggregator"], settings=settings)
         logs.event(log, "reload", outcome="ok", needs_restart=",".join(ignored) or None)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
     daemon.start()
+    hub.start()
     print(f"serving on http://{settings.host}:{server.effective_port}/  (Ctrl-C to stop)", file=out, flush=True)
     try:
         server.run()
@@ -440,6 +445,7 @@ def serve(
             raise
     finally:
         daemon.shutdown(wait=True)
+        hub.stop(timeout=2 * settings.websub_timeout)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         storage.close()

@@ -174,6 +174,20 @@ OPTIONS: tuple[Option, ...] = (
            "remembered so feeds do not bring them back); stories left empty go too. 0 keeps everything."),
     Option("cleanup_hours", 24, _positive(float), "How often the daemon runs the retention clean-up and "
            "database maintenance."),
+    Option("websub_default_lease", 864000, _positive(int),
+           "WebSub: lease in seconds given to a subscription that asks for none (10 days). Subscribers renew "
+           "by subscribing again before it ends."),
+    Option("websub_max_lease", 2592000, _positive(int),
+           "WebSub: longest lease granted, in seconds (30 days); longer requests get this."),
+    Option("websub_max_attempts", 8, _positive(int),
+           "WebSub: attempts to deliver one update to a failing callback before the delivery is dropped."),
+    Option("websub_retry_seconds", 30, _positive(float),
+           "WebSub: wait before the first retry of a failed delivery; doubles with every attempt (at most 1 h)."),
+    Option("websub_timeout", 10.0, _positive(float),
+           "WebSub: seconds allowed for one request to a subscriber's callback (verification or delivery)."),
+    Option("websub_poll_seconds", 2.0, _positive(float),
+           "WebSub: how often the delivery worker looks for due verifications, changed stories and deliveries."),
+    Option("websub_workers", 4, _positive(int), "WebSub: deliveries sent concurrently."),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -211,6 +225,13 @@ class Settings:
     log_format: str = "kv"
     retention_days: int = 90
     cleanup_hours: float = 24
+    websub_default_lease: int = 864000
+    websub_max_lease: int = 2592000
+    websub_max_attempts: int = 8
+    websub_retry_seconds: float = 30
+    websub_timeout: float = 10.0
+    websub_poll_seconds: float = 2.0
+    websub_workers: int = 4
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **_validate(changes, "override"))
@@ -269,6 +290,8 @@ def load(
     settings = Settings(**values)
     if settings.min_interval > settings.max_interval:
         raise ConfigError("min_interval must not exceed max_interval")
+    if settings.websub_default_lease > settings.websub_max_lease:
+        raise ConfigError("websub_default_lease must not exceed websub_max_lease")
     return settings
 
 

@@ -341,6 +341,7 @@ class ClusterReport:
     merges: int = 0
     rebuilt: bool = False
     signals: dict[str, int] = field(default_factory=dict)
+    story_ids: set[int] = field(default_factory=set)  # stories created, joined or merged into
     seconds: float = 0.0
 
 
@@ -454,6 +455,7 @@ def _cluster_in_transaction(
                 else:
                     report.joined += 1
                 report.signals[signal] = report.signals.get(signal, 0) + 1
+                report.story_ids.add(story_id)
                 signature = StoredSignature(params, clusterer.signature(prepared))
                 decided.append(Assignment(article.id, story_id, score, signal, copy_of, signature))
                 clusterer.add(prepared, story_id)

@@ -63,7 +63,7 @@ UNTITLED = "(untitled)"
 UNKNOWN_SOURCE = "unknown source"
 # Bump when the bytes rendered for the same data change (a new element, a fix):
 # the web layer puts it in every ETag, so caches and readers fetch the new form.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "updated" of a feed with no entries
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -238,9 +238,40 @@ class _RssLinks(BaseExtension):  # type: ignore[misc]
         channel = feed[0]
         for rel, href in self.links:
             element = channel.makeelement(f"{{{ATOM_NS}}}link", {"href": href, "rel": rel})
-            element.set("type", MIMETYPES["rss"])
+            if rel != "hub":
+                element.set("type", MIMETYPES["rss"])
             channel.append(element)
         return feed
+
+
+HUB_PATH = "/websub"  # where aggregator's own WebSub hub answers (aggregator.web.websub)
+
+
+def hub_url(base_url: str) -> str:
+    """The WebSub hub that every feed under ``base_url`` advertises."""
+    return base_url.rstrip("/") + HUB_PATH
+
+
+def hub_link_header(base_url: str, topic_url: str) -> str:
+    """The HTTP ``Link`` header that names the hub and the topic (WebSub 4)."""
+    return f'<{hub_url(base_url)}>; rel="hub", <{topic_url}>; rel="self"'
+
+
+def river_title(
+    *, min_sources: int, feed_name: str | None = None, folder: str | None = None, text: str | None = None
+) -> str:
+    """The title of a river feed with these filters."""
+    if min_sources > 1:
+        title = f"aggregator: stories reported by {min_sources}+ sources"
+    else:
+        title = "aggregator: all stories"
+    if feed_name is not None:
+        title += f" from {feed_name}"
+    if folder is not None:
+        title += f" in folder {folder}"
+    if text is not None:
+        title += f" matching \u201c{text}\u201d"
+    return title
 
 
 def _new_feed(
@@ -253,19 +284,28 @@ def _new_feed(
     alternate_url: str,
     subtitle: str,
     paging: Paging | None,
+    hub: str | None,
 ) -> FeedGenerator:
+    """``hub``: the WebSub hub to advertise; only a feed's first page is a
+    WebSub topic, so later pages pass None."""
     fg = FeedGenerator()
     fg.id(feed_id)
     fg.title(_one_line(title, UNTITLED))
     fg.updated(_utc(updated))  # also RSS lastBuildDate (feedgen's default is "now")
     fg.link(href=xml_text(self_url), rel="self", type=MIMETYPES[fmt])
-    if paging is not None:
+    extra = list(paging.links()) if paging is not None else []
+    if hub is not None and (paging is None or paging.previous is None):
+        extra.append(("hub", hub))
+    if extra:
         if fmt == "atom":
-            for rel, href in paging.links():
-                fg.link(href=xml_text(href), rel=rel, type=MIMETYPES[fmt])
+            for rel, href in extra:
+                if rel == "hub":
+                    fg.link(href=xml_text(href), rel=rel)
+                else:
+                    fg.link(href=xml_text(href), rel=rel, type=MIMETYPES[fmt])
         else:
             fg.register_extension("paging", _RssLinks, None, atom=False, rss=True)
-            fg.paging.links = [(rel, xml_text(href)) for rel, href in paging.links()]
+            fg.paging.links = [(rel, xml_text(href)) for rel, href in extra]
     # Last: feedgen uses the last link as RSS's <link>, which must be the HTML page.
     fg.link(href=xml_text(alternate_url), rel="alternate", type="text/html")
     fg.author({"name": GENERATOR})
@@ -316,6 +356,7 @@ def _story_feed(
         alternate_url=story_page_url(base_url, record.id),
         subtitle=story_summary(record),
         paging=Paging.of(page, pages, lambda number: story_feed_url(base_url, record.id, fmt, number)),
+        hub=hub_url(base_url),
     )
     newest_first = sorted(story.articles, key=lambda a: (_utc(a.published), a.id), reverse=True)
     for article in newest_first[(page - 1) * per_page : page * per_page]:
@@ -430,6 +471,7 @@ def _stories_feed(
         alternate_url=alternate_url or f"{base_url}/",
         subtitle="One entry per story, however many outlets report it.",
         paging=paging,
+        hub=hub_url(base_url),
     )
     for item in stories:
         _add_story_entry(fg, item, base_url, fmt)

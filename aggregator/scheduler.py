@@ -17,6 +17,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -42,11 +43,13 @@ class Daemon:
         engine: ClusterEngine,
         *,
         fetcher: Fetcher = fetch_module.fetch,
+        on_stories_changed: Callable[[set[int]], None] | None = None,
     ):
         self.settings = settings
         self.storage = storage
         self.engine = engine
         self.fetcher = fetcher
+        self.on_stories_changed = on_stories_changed  # the WebSub hub's hook
         self.last_tick_at: datetime | None = None
         self.last_tick_ok: bool | None = None
         self.ticks = 0
@@ -99,6 +102,8 @@ class Daemon:
             metrics.TICK_SECONDS.observe(seconds)
             with contextlib.suppress(StorageError):  # the heartbeat of /readyz and `status`
                 self.storage.record_tick(self.last_tick_at, ok=True)
+            if self.on_stories_changed is not None and report.cluster.story_ids:
+                self.on_stories_changed(report.cluster.story_ids)
             event(
                 log,
                 "tick",

@@ -496,3 +496,22 @@ def test_river_rss(world: World) -> None:
     assert "4 articles from 3 sources" in item.summary  # the merged story's article included
     assert 'href="https://c1.example/article"' in item.summary
     assert rss.feed.title == "aggregator: stories reported by 2+ sources"
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss"])
+def test_first_pages_advertise_the_websub_hub(world: World, fmt: str) -> None:
+    """A feed's first page is a WebSub topic: a hub link in the document and a
+    ``Link`` header naming the hub and the topic; later pages are not topics."""
+    client = world.client_with(feed_max_entries=1, base_url=BASE)
+    content_type = ATOM if fmt == "atom" else RSS
+    first = client.get(f"/stories/{world.storm}/feed.{fmt}")
+    topic = f"{BASE}/stories/{world.storm}/feed.{fmt}"
+    assert first.headers["Link"] == f'<{BASE}/websub>; rel="hub", <{topic}>; rel="self"'
+    assert links(parse_feed(first, content_type))["hub"] == f"{BASE}/websub"
+    again = client.get(f"/stories/{world.storm}/feed.{fmt}", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["Link"] == first.headers["Link"]
+    second = client.get(f"/stories/{world.storm}/feed.{fmt}?page=2")
+    assert "Link" not in second.headers
+    assert "hub" not in links(parse_feed(second, content_type))
+    river = client.get(f"/feed.{fmt}?min_sources=2")
+    assert river.headers["Link"] == f'<{BASE}/websub>; rel="hub", <{BASE}/feed.{fmt}?min_sources=2>; rel="self"'

@@ -440,6 +440,7 @@ def test_story_feed_pages_cover_every_article_once(storm: StoryWithArticles, ren
         "next": f"{url}?page=2",
         "last": f"{url}?page=2",
         "alternate": f"{BASE}/stories/7",
+        "hub": f"{BASE}/websub",  # only the first page is a WebSub topic
     }
     assert links(pages[1]) == {
         "self": f"{url}?page=2",
@@ -451,7 +452,7 @@ def test_story_feed_pages_cover_every_article_once(storm: StoryWithArticles, ren
     if fmt == "atom":
         assert pages[0].feed.id == pages[1].feed.id == "tag:news.example.org,2026:story/7/feed"
     single = parse(render(storm, base_url=BASE, max_entries=50))  # type: ignore[operator]
-    assert set(links(single)) == {"self", "alternate"}  # one page: no paging links
+    assert set(links(single)) == {"self", "alternate", "hub"}  # one page: no paging links
 
 
 def test_river_page_links_and_id(storm: StoryWithArticles) -> None:

@@ -62,6 +62,7 @@ from aggregator.storage.tables import (
     SignatureRow,
     StoryRow,
 )
+from aggregator.storage.websub import WebSubMixin
 
 feeds = FeedRow.__table__
 articles = ArticleRow.__table__
@@ -210,7 +211,7 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-class Storage(OperationsMixin):
+class Storage(OperationsMixin, WebSubMixin):
     """All database access of aggregator."""
 
     def __init__(self, url: str, *, pool_size: int = 5):

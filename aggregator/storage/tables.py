@@ -178,6 +178,60 @@ class TombstoneRow(Base):
     removed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class WebSubRequestRow(Base):
+    """A WebSub subscribe or unsubscribe request waiting for its verification of
+    intent; one per (topic, callback): a newer request replaces an older one."""
+
+    __tablename__ = "websub_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of topic and callback
+    mode: Mapped[str] = mapped_column(String(16))  # "subscribe" or "unsubscribe"
+    topic: Mapped[str] = mapped_column(String(2048))
+    callback: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str | None] = mapped_column(String(255))
+    lease_seconds: Mapped[int] = mapped_column(Integer)
+    story_id: Mapped[int | None] = mapped_column(Integer)  # the topic's story, for story feeds
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebSubSubscriptionRow(Base):
+    """An active (verified) WebSub subscription, until ``expires_at``."""
+
+    __tablename__ = "websub_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of topic and callback
+    topic: Mapped[str] = mapped_column(String(2048))
+    callback: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str | None] = mapped_column(String(255))
+    lease_seconds: Mapped[int] = mapped_column(Integer)
+    story_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    renewed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Validator of the topic's content the subscriber has (or was last offered):
+    # a change is distributed when the topic's current validator differs.
+    version: Mapped[str | None] = mapped_column(String(64))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebSubDeliveryRow(Base):
+    """A pending content distribution: POST the topic's current feed to the
+    subscription's callback at ``due_at`` (one at a time per subscription)."""
+
+    __tablename__ = "websub_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("websub_subscriptions.id", ondelete="CASCADE"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class MetaRow(Base):
     __tablename__ = "meta"
 

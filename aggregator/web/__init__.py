@@ -73,12 +73,13 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.jinja_env.autoescape = True  # every template, whatever its name
     app.extensions["aggregator"] = WebContext(settings=settings, storage=storage)
 
-    from aggregator.web import api, atom, common, html, ops
+    from aggregator.web import api, atom, common, html, ops, websub
 
     common.register_template_helpers(app)
     app.register_blueprint(html.bp)
     app.register_blueprint(atom.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(websub.bp)
     ops.install(app)
 
     app.after_request(_security_headers)

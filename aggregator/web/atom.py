@@ -72,17 +72,28 @@ def _caching(response: BaseResponse, etag: str, last_modified: datetime | None) 
 
 
 def _conditional(
-    fmt: publish.Format, etag: str, last_modified: datetime | None, render: Callable[[], bytes]
+    fmt: publish.Format,
+    etag: str,
+    last_modified: datetime | None,
+    render: Callable[[], bytes],
+    topic: str | None = None,
 ) -> BaseResponse:
-    """304 without calling ``render`` when the client's copy is current, else the document."""
+    """304 without calling ``render`` when the client's copy is current, else the
+    document. ``topic``: the WebSub topic URL when this is a feed's first page
+    (answered with a ``Link`` header naming the hub)."""
     if request.method in ("GET", "HEAD") and not is_resource_modified(
         request.environ, etag=etag, last_modified=last_modified
     ):
         not_modified = Response(status=304)
         del not_modified.headers["Content-Type"]
-        return _caching(not_modified, etag, last_modified)
-    response = Response(render(), status=200, content_type=CONTENT_TYPES[fmt])
-    return _caching(response, etag, last_modified)
+        response = _caching(not_modified, etag, last_modified)
+    else:
+        response = _caching(
+            Response(render(), status=200, content_type=CONTENT_TYPES[fmt]), etag, last_modified
+        )
+    if topic is not None:
+        response.headers["Link"] = publish.hub_link_header(common.base_url(), topic)
+    return response
 
 
 def _no_such_page(page: int, pages: int) -> None:
@@ -128,7 +139,8 @@ def _story_feed(story_id: int, fmt: publish.Format) -> BaseResponse:
         renderer = publish.story_feed if fmt == "atom" else publish.story_feed_rss
         return renderer(found, base_url=base, max_entries=per_page, page=page)
 
-    return _conditional(fmt, etag, record.updated_at, render)
+    topic = publish.story_feed_url(base, record.id, fmt, 1) if page == 1 else None
+    return _conditional(fmt, etag, record.updated_at, render, topic)
 
 
 def _to_survivor(survivor: int, fmt: publish.Format) -> BaseResponse:
@@ -171,17 +183,7 @@ def river_filter() -> tuple[StoryFilter, list[tuple[str, str]]]:
 
 
 def river_title(flt: StoryFilter, feed_name: str | None) -> str:
-    if flt.min_sources > 1:
-        title = f"aggregator: stories reported by {flt.min_sources}+ sources"
-    else:
-        title = "aggregator: all stories"
-    if feed_name is not None:
-        title += f" from {feed_name}"
-    if flt.folder is not None:
-        title += f" in folder {flt.folder}"
-    if flt.text is not None:
-        title += f" matching \u201c{flt.text}\u201d"
-    return title
+    return publish.river_title(min_sources=flt.min_sources, feed_name=feed_name, folder=flt.folder, text=flt.text)
 
 
 def _river_feed(fmt: publish.Format) -> BaseResponse:
@@ -229,7 +231,7 @@ def _river_feed(fmt: publish.Format) -> BaseResponse:
             paging=publish.Paging.of(page, pages, lambda number: publish.with_page(feed_url, number)),
         )
 
-    return _conditional(fmt, etag, updated, render)
+    return _conditional(fmt, etag, updated, render, publish.with_page(feed_url, 1) if page == 1 else None)
 
 
 def _with_articles(listed: list[Story]) -> list[StoryWithArticles]:
