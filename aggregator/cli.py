@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -75,9 +76,11 @@ def open_storage(settings: Settings) -> Storage:
 
 def make_engine(settings: Settings) -> Any:
     from aggregator.cluster import ClusterSettings
+    from aggregator.coordination import index_storage_config
     from aggregator.ingest import ClusterEngine
 
-    return ClusterEngine(ClusterSettings.from_settings(settings))
+    storage_config = index_storage_config(settings.index_url, settings.index_name)
+    return ClusterEngine(ClusterSettings.from_settings(settings), storage_config)
 
 
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
@@ -87,15 +90,153 @@ def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+MAX_FEED_INTERVAL = 365 * 86400
+
+
+def interval_arg(value: str) -> int:
+    """``--min-interval``/``--max-interval``: seconds, or ``default`` (0: the settings' value)."""
+    if value.strip().lower() in ("default", "none", ""):
+        return 0
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r} (or `default`)") from None
+    if not 0 < seconds <= MAX_FEED_INTERVAL:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_FEED_INTERVAL} seconds: {value!r}")
+    return seconds
+
+
+def _check_bounds(minimum: int | None, maximum: int | None) -> None:
+    if minimum and maximum and minimum > maximum:
+        raise CommandError(f"--min-interval ({minimum} s) must not exceed --max-interval ({maximum} s)")
+
+
+def _choose(candidates: Sequence[Any], page: str, out: TextIO) -> list[Any]:
+    """Ask which of several discovered feeds to add (only on a terminal)."""
+    print(f"{page} offers {len(candidates)} feeds:", file=out)
+    for number, candidate in enumerate(candidates, 1):
+        title = f"  {candidate.title}" if candidate.title else ""
+        print(f"  {number}. {candidate.url}{title}  ({candidate.type})", file=out)
+    stdin = sys.stdin
+    if stdin is None or not stdin.isatty():
+        raise CommandError(
+            "several feeds found: run `aggregator feeds add URL` with the one you want, "
+            "or add --first or --all"
+        )
+    while True:
+        print(f"add which? [1-{len(candidates)}, a = all, q = none]: ", end="", file=out, flush=True)
+        line = stdin.readline()
+        if not line:
+            raise CommandError("no feed chosen")
+        answer = line.strip().lower()
+        if answer == "q":
+            raise CommandError("no feed chosen")
+        if answer == "a":
+            return list(candidates)
+        if answer.isdigit() and 1 <= int(answer) <= len(candidates):
+            return [candidates[int(answer) - 1]]
+        print(f"please answer a number from 1 to {len(candidates)}, a or q", file=out)
+
+
+def discover_feeds(url: str, args: argparse.Namespace, settings: Settings, out: TextIO) -> list[str]:
+    """The feed URLs to subscribe for ``feeds add URL``: the URL itself when it is
+    a feed (or cannot be checked now), else the feeds its page announces."""
+    from aggregator.discover import discover, no_feed_message
+    from aggregator.fetch import FetchError, url_kind
+
+    if args.no_discover or url_kind(url) != "http":
+        return [url]
+    try:
+        found = discover(url, settings, now=_now())
+    except FetchError as exc:
+        print(f"note: cannot check {url} now ({exc.message}); subscribing to it as given", file=out)
+        return [url]
+    if found.kind == "feed":
+        return [url]
+    if found.kind == "other":
+        print(f"note: {no_feed_message(found)}; subscribing to it as given", file=out)
+        return [url]
+    if not found.candidates:
+        raise CommandError(no_feed_message(found))
+    if len(found.candidates) == 1 or args.first:
+        chosen = [found.candidates[0]]
+    elif args.all:
+        chosen = list(found.candidates)
+    else:
+        chosen = _choose(found.candidates, found.url, out)
+    for candidate in chosen:
+        print(f"found feed {candidate.url} on {found.url}", file=out)
+    return [candidate.url for candidate in chosen]
+
+
 def cmd_feeds_add(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     url = normalise_feed_url(args.url)
+    _check_bounds(args.min_interval, args.max_interval)
+    urls = discover_feeds(url, args, settings, out)
     storage = open_storage(settings)
-    try:
-        feed = storage.add_feed(url, now=_now(), folder=args.folder, title=args.title)
-    except FeedExistsError as exc:
-        raise CommandError(str(exc)) from None
-    print(f"added feed {feed.id}: {feed.url}", file=out)
+    added = 0
+    for feed_url in urls:
+        try:
+            feed = storage.add_feed(
+                feed_url, now=_now(), folder=args.folder, title=args.title,
+                min_interval=args.min_interval or None, max_interval=args.max_interval or None,
+            )
+        except FeedExistsError as exc:
+            if len(urls) == 1:
+                raise CommandError(str(exc)) from None
+            print(f"skipped {feed_url}: {exc}", file=out)
+            continue
+        added += 1
+        print(f"added feed {feed.id}: {feed.url}", file=out)
+    return EXIT_OK if added else EXIT_FAIL
+
+
+def cmd_feeds_set(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    storage = open_storage(settings)
+    feed = storage.get_feed(args.id)
+    if feed is None:
+        raise CommandError(f"no feed with id {args.id}")
+    changes: dict[str, Any] = {}
+    if args.min_interval is not None:
+        changes["min_interval"] = args.min_interval or None
+    if args.max_interval is not None:
+        changes["max_interval"] = args.max_interval or None
+    if args.folder is not None:
+        changes["folder"] = " ".join(args.folder.split()) or None
+    if args.title is not None:
+        changes["title"] = " ".join(args.title.split()) or None
+    if not changes and not args.resume:
+        raise CommandError("nothing to set: give --min-interval, --max-interval, --folder, --title or --resume")
+    _check_bounds(changes.get("min_interval", feed.min_interval), changes.get("max_interval", feed.max_interval))
+    updated = storage.set_feed(args.id, resume=args.resume, now=_now(), **changes)
+    if updated is None:
+        raise CommandError(f"no feed with id {args.id}")
+    if args.resume and feed.stopped:
+        print(f"feed {updated.id}: polling resumed (was: {feed.stopped})", file=out)
+    _print_feed(updated, out)
     return EXIT_OK
+
+
+def _interval_text(feed: Any) -> str:
+    if not feed.min_interval and not feed.max_interval:
+        return ""
+    low = f"{feed.min_interval}s" if feed.min_interval else "default"
+    high = f"{feed.max_interval}s" if feed.max_interval else "default"
+    return f" interval={low}..{high}"
+
+
+def _print_feed(feed: Any, out: TextIO) -> None:
+    status = "ok" if feed.error_count == 0 else f"ERROR x{feed.error_count}: {feed.last_error}"
+    if feed.last_fetched_at is None:
+        status = "never fetched"
+    if feed.stopped:
+        status = f"STOPPED: {feed.stopped} (resume with `aggregator feeds set {feed.id} --resume`)"
+    print(
+        f"{feed.id:>5}  {feed.title or '-'}  <{feed.url}>\n"
+        f"       folder={feed.folder or '-'} articles={feed.article_count}{_interval_text(feed)} status={status} "
+        f"next_check={'-' if feed.stopped else feed.next_check_at.isoformat(timespec='seconds')}",
+        file=out,
+    )
 
 
 def cmd_feeds_list(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -109,15 +250,7 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings, out: TextIO) ->
         print("no feeds; add one with `aggregator feeds add URL`", file=out)
         return EXIT_OK
     for feed in feeds:
-        status = "ok" if feed.error_count == 0 else f"ERROR x{feed.error_count}: {feed.last_error}"
-        if feed.last_fetched_at is None:
-            status = "never fetched"
-        print(
-            f"{feed.id:>5}  {feed.title or '-'}  <{feed.url}>\n"
-            f"       folder={feed.folder or '-'} articles={feed.article_count} status={status} "
-            f"next_check={feed.next_check_at.isoformat(timespec='seconds')}",
-            file=out,
-        )
+        _print_feed(feed, out)
     return EXIT_OK
 
 
@@ -136,6 +269,9 @@ def _feed_json(feed: Any) -> dict[str, Any]:
         "next_check_at": iso(feed.next_check_at),
         "error_count": feed.error_count,
         "last_error": feed.last_error,
+        "min_interval": feed.min_interval,
+        "max_interval": feed.max_interval,
+        "stopped": feed.stopped,
     }
 
 
@@ -213,7 +349,10 @@ def cmd_update(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
     storage = open_storage(settings)
     engine = make_engine(settings)
-    total = len(storage.list_feeds()) if args.all else len(storage.due_feeds(_now(), settings.feeds_per_tick))
+    if args.all:
+        total = sum(1 for feed in storage.list_feeds() if feed.stopped is None)
+    else:
+        total = len(storage.due_feeds(_now(), settings.feeds_per_tick))
     with Progress(total, "updating") as bar:
         show = _print_report(out)
         interactive = bar.live and out.isatty()
@@ -295,7 +434,7 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     from aggregator.maintenance import cleanup
 
     storage = open_storage(settings)
-    report = cleanup(storage, settings, now=_now())
+    report = cleanup(storage, settings, now=_now(), progress=sys.stderr)
     if report is None:
         print("retention is off (retention_days = 0); maintenance done", file=out)
     else:
@@ -335,13 +474,28 @@ def cmd_config(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 def cmd_evaluate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from aggregator.evaluate import evaluate_file
 
-    result = evaluate_file(Path(args.file), settings, predictions=Path(args.predictions) if args.predictions else None)
+    result = evaluate_file(
+        Path(args.file),
+        settings,
+        predictions=Path(args.predictions) if args.predictions else None,
+        progress=sys.stderr,
+    )
     print(json.dumps(result), file=out)
     return EXIT_OK
 
 
-def subscribe_demo(storage: Storage) -> int:
-    added, _ = import_opml(storage, demo_dir() / "demo.opml")
+def subscribe_demo(storage: Storage, base: str | None = None) -> int:
+    """Subscribe the demo feeds: the bundled files, or the same files served under ``base``."""
+    if base is None:
+        added, _ = import_opml(storage, demo_dir() / "demo.opml")
+        return added
+    from aggregator.opml import parse_opml
+
+    added = 0
+    for sub in parse_opml((demo_dir() / "demo.opml").read_bytes()):
+        with contextlib.suppress(FeedExistsError):
+            storage.add_feed(base.rstrip("/") + "/" + sub.url, now=_now(), folder=sub.folder, title=sub.title)
+            added += 1
     return added
 
 
@@ -355,12 +509,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         return adjust(_load_settings(args))
 
     settings = adjust(settings)
+    if args.role == "web" and (args.demo or args.once):
+        print("aggregator: --demo and --once need a role that ingests (worker or all)", file=sys.stderr)
+        return EXIT_USAGE
     storage = open_storage(settings)
-    engine = make_engine(settings)
+    engine = make_engine(settings) if args.role != "web" else None
     if args.demo:
-        added = subscribe_demo(storage)
-        logs.event(log, "demo", feeds_added=added, dir=str(demo_dir()))
-        first = run_pass(storage, engine, settings, all_feeds=True)
+        added = subscribe_demo(storage, args.demo_base)
+        logs.event(log, "demo", feeds_added=added, dir=args.demo_base or str(demo_dir()))
+        # A worker claims the (new, hence due) demo feeds like any others: several
+        # workers started at once share them out; `all` fetches every one.
+        first = run_pass(storage, engine, settings, all_feeds=args.role == "all")
         counts = storage.counts()
         print(
             f"demo: {len(first.feeds)} feeds, {counts['articles']} articles, "
@@ -372,7 +531,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             report = run_pass(storage, engine, settings, on_report=_print_report(out))
             print(f"updated {len(report.feeds)} feeds, clustered {report.cluster.clustered} articles", file=out)
         return EXIT_OK
-    return serve(settings, storage, engine, out=out, reload=reload)
+    return serve(settings, storage, engine, out=out, reload=reload, role=args.role)
 
 
 # Settings that a running process cannot change: they need a restart.
@@ -387,8 +546,13 @@ def serve(
     *,
     out: TextIO,
     reload: Callable[[], Settings] | None = None,
+    role: str = "all",
 ) -> int:
     """The daemon: the scheduler's tick in the background, the web server in front.
+
+    ``role`` (see :mod:`aggregator.coordination`): ``worker`` runs the tick and the
+    WebSub delivery without a web server, ``web`` the web server alone (stateless:
+    WebSub requests wait in the database for a worker), ``all`` both.
 
     SIGTERM/SIGINT stop it (the tick in flight finishes); SIGHUP reloads the
     settings from the file and the environment without dropping the web
@@ -399,18 +563,22 @@ def serve(
     from aggregator.scheduler import Daemon
     from aggregator.web import create_app
 
-    hub = websub.Hub(settings, storage)
-    daemon = Daemon(settings, storage, engine, on_stories_changed=hub.story_changed)
-    app = create_app(settings, storage)
-    app.extensions["websub"] = hub  # POST /websub wakes the hub
-    server = create_server(app, host=settings.host, port=settings.port, threads=settings.web_threads)
+    hub = websub.Hub(settings, storage) if role != "web" else None
+    daemon = Daemon(settings, storage, engine, on_stories_changed=hub.story_changed) if hub is not None else None
+    app = create_app(settings, storage) if role != "worker" else None
+    if app is not None and hub is not None:
+        app.extensions["websub"] = hub  # POST /websub wakes the hub
+    server = None
+    if app is not None:
+        server = create_server(app, host=settings.host, port=settings.port, threads=settings.web_threads)
     stopping = threading.Event()
 
     def stop(signum: int, _frame: Any) -> None:
         if not stopping.is_set():
             stopping.set()
             logs.event(log, "signal", signal=signal.Signals(signum).name, action="stopping")
-            server.close()
+            if server is not None:
+                server.close()
 
     def hup(_signum: int, _frame: Any) -> None:
         nonlocal settings
@@ -426,26 +594,37 @@ def serve(
             fresh = fresh.replace(**{name: getattr(settings, name) for name in ignored})
         settings = fresh
         setup_logging(settings)
-        daemon.reconfigure(settings)
-        hub.settings = settings
-        app.extensions["aggregator"] = dataclasses.replace(app.extensions["aggregator"], settings=settings)
+        if daemon is not None and hub is not None:
+            daemon.reconfigure(settings)
+            hub.settings = settings
+        if app is not None:
+            app.extensions["aggregator"] = dataclasses.replace(app.extensions["aggregator"], settings=settings)
         logs.event(log, "reload", outcome="ok", needs_restart=",".join(ignored) or None)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hup)
-    daemon.start()
-    hub.start()
-    print(f"serving on http://{settings.host}:{server.effective_port}/  (Ctrl-C to stop)", file=out, flush=True)
+    if daemon is not None and hub is not None:
+        daemon.start()
+        hub.start()
+    if server is not None:
+        print(f"serving on http://{settings.host}:{server.effective_port}/  (Ctrl-C to stop)", file=out, flush=True)
+    else:
+        print(f"worker running, pid {os.getpid()}  (Ctrl-C to stop)", file=out, flush=True)
     try:
-        server.run()
+        if server is not None:
+            server.run()
+        else:
+            while not stopping.wait(0.5):
+                pass
     except (KeyboardInterrupt, SystemExit):
         pass
     except OSError:
         if not stopping.is_set():
             raise
     finally:
-        daemon.shutdown(wait=True)
-        hub.stop(timeout=2 * settings.websub_timeout)
+        if daemon is not None and hub is not None:
+            daemon.shutdown(wait=True)
+            hub.stop(timeout=2 * settings.websub_timeout)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         storage.close()
@@ -468,6 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the daemon: scheduled ingest plus the web server")
     run.add_argument("--demo", action="store_true", help="subscribe the bundled demo feeds and ingest them first")
     run.add_argument("--once", action="store_true", help="one ingest-and-cluster pass, then exit")
+    run.add_argument("--role", choices=("all", "worker", "web"), default="all",
+                     help="worker: scheduler, ingest and clustering without a web server; web: the web server "
+                          "only (stateless); all: both (default)")
+    run.add_argument("--demo-base", metavar="URL",
+                     help="with --demo: the demo feeds are served under this URL instead of read from the files")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default 8080)")
     run.set_defaults(func=cmd_run)
@@ -479,11 +663,34 @@ def build_parser() -> argparse.ArgumentParser:
     feeds = commands.add_parser("feeds", help="manage subscriptions").add_subparsers(
         dest="feeds_command", required=True, metavar="ACTION"
     )
-    add = feeds.add_parser("add", help="subscribe to a feed (http(s) URL, file:// URL or path)")
+    add = feeds.add_parser(
+        "add",
+        help="subscribe to a feed (http(s) URL, file:// URL or path), or to the feeds a site's page announces",
+    )
     add.add_argument("url")
     add.add_argument("--folder")
-    add.add_argument("--title")
+    add.add_argument("--title", help="name shown until the feed's own title arrives")
+    add.add_argument("--min-interval", type=interval_arg, metavar="SECONDS",
+                     help="poll this feed at most this often (overrides min_interval)")
+    add.add_argument("--max-interval", type=interval_arg, metavar="SECONDS",
+                     help="poll this feed at least this often (overrides max_interval)")
+    pick = add.add_mutually_exclusive_group()
+    pick.add_argument("--first", action="store_true", help="a page announcing several feeds: add the first")
+    pick.add_argument("--all", action="store_true", help="a page announcing several feeds: add them all")
+    pick.add_argument("--no-discover", action="store_true",
+                      help="subscribe to URL as given, without fetching it now")
     add.set_defaults(func=cmd_feeds_add)
+    fset = feeds.add_parser("set", help="change a feed's polling bounds, folder or title; resume a stopped feed")
+    fset.add_argument("id", type=int)
+    fset.add_argument("--min-interval", type=interval_arg, metavar="SECONDS",
+                      help="seconds, or `default` for the min_interval setting")
+    fset.add_argument("--max-interval", type=interval_arg, metavar="SECONDS",
+                      help="seconds, or `default` for the max_interval setting")
+    fset.add_argument("--folder", help='folder name ("" for none)')
+    fset.add_argument("--title", help='name shown until the feed\'s own title arrives ("" for none)')
+    fset.add_argument("--resume", action="store_true",
+                      help="poll again a feed that was stopped (410 Gone), starting now")
+    fset.set_defaults(func=cmd_feeds_set)
     lst = feeds.add_parser("list", help="subscriptions with their status")
     lst.add_argument("--json", action="store_true", help="one JSON object per line")
     lst.set_defaults(func=cmd_feeds_list)

@@ -11,12 +11,13 @@ forms are compared with the gold labels.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from aggregator.cluster import ClusterSettings
 from aggregator.cluster.metrics import adjusted_rand, bcubed, pairwise
@@ -24,10 +25,12 @@ from aggregator.cluster.replay import load_jsonl, parse_time, replay_order
 from aggregator.config import Settings
 from aggregator.ingest import ClusterEngine, cluster_pending
 from aggregator.models import ParsedEntry
+from aggregator.progress import Progress
 from aggregator.storage import Storage
 from aggregator.text import canonical_url
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+CHUNK = 1000
 
 
 def _entries(records: Sequence[Mapping[str, Any]]) -> tuple[list[ParsedEntry], list[str | None]]:
@@ -66,6 +69,7 @@ def evaluate_records(
     settings: Settings,
     *,
     cluster_settings: ClusterSettings | None = None,
+    progress: TextIO | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Score the clustering of ``records``; returns (figures, {record id: story id})."""
     ids = [str(r["id"]) for r in records]
@@ -79,10 +83,23 @@ def evaluate_records(
             prepared_at = time.perf_counter()
             entries, sources = _entries(records)
             now = datetime.now(timezone.utc)
-            with storage.batch():
-                storage.save_entries(None, entries, source=None, sources=sources, fetched_at=now)
             engine = ClusterEngine(cluster_settings or ClusterSettings.from_settings(settings))
-            report = cluster_pending(storage, engine)
+            merges = 0
+            # In replay order, a slice at a time: the same order as all at once
+            # (pending articles are clustered by published time, then id), with
+            # progress to show on a terminal.
+            with Progress(len(entries), "evaluating", progress or io.StringIO()) as bar:
+                for start in range(0, len(entries), CHUNK):
+                    with storage.batch():
+                        storage.save_entries(
+                            None,
+                            entries[start : start + CHUNK],
+                            source=None,
+                            sources=sources[start : start + CHUNK],
+                            fetched_at=now,
+                        )
+                    merges += cluster_pending(storage, engine).merges
+                    bar.advance(len(entries[start : start + CHUNK]))
             predictions = {
                 article.key: item.story.id for item in storage.iter_stories() for article in item.articles
             }
@@ -105,15 +122,18 @@ def evaluate_records(
     figures.update(
         seconds=round(seconds, 3),
         articles_per_second=round(len(predictions) / seconds, 1) if seconds > 0 else None,
-        merges=report.merges,
+        merges=merges,
         total_seconds=round(total, 3),
     )
     return figures, predictions
 
 
-def evaluate_file(path: Path, settings: Settings, *, predictions: Path | None = None) -> dict[str, Any]:
+def evaluate_file(
+    path: Path, settings: Settings, *, predictions: Path | None = None, progress: TextIO | None = None
+) -> dict[str, Any]:
+    """``progress``: where to draw a progress bar (only drawn on a terminal)."""
     records = load_jsonl(path)
-    figures, assigned = evaluate_records(records, settings)
+    figures, assigned = evaluate_records(records, settings, progress=progress)
     if predictions is not None:
         with open(predictions, "w", encoding="utf-8") as fh:
             for record in records:

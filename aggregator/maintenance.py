@@ -10,25 +10,35 @@ index from what is left.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import TextIO
 
 from aggregator.config import Settings
 from aggregator.logs import event
+from aggregator.progress import Progress
 from aggregator.storage import Storage
 from aggregator.storage.operations import PurgeReport
 
 log = logging.getLogger(__name__)
 
 
-def cleanup(storage: Storage, settings: Settings, *, now: datetime) -> PurgeReport | None:
-    """Apply retention (None when it is off), then maintenance."""
+def cleanup(
+    storage: Storage, settings: Settings, *, now: datetime, progress: TextIO | None = None
+) -> PurgeReport | None:
+    """Apply retention (None when it is off), then maintenance. ``progress``:
+    where to draw a progress bar (only drawn on a terminal)."""
     started = time.perf_counter()
     report = None
     if settings.retention_days > 0:
         cutoff = now - timedelta(days=settings.retention_days)
-        report = storage.purge_before(cutoff, now=now, tombstone_days=2 * settings.retention_days)
+        total = storage.count_before(cutoff) if progress is not None else 0
+        with Progress(total, "removing old articles", progress or io.StringIO()) as bar:
+            report = storage.purge_before(
+                cutoff, now=now, tombstone_days=2 * settings.retention_days, on_progress=bar.advance
+            )
     done = storage.maintain()
     event(
         log,

@@ -6,6 +6,7 @@ the facade it returns plain data and raises only storage errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -96,7 +97,21 @@ class OperationsMixin:
 
     # ------------------------------------------------------------------ retention
 
-    def purge_before(self, cutoff: datetime, *, now: datetime, tombstone_days: float) -> PurgeReport:
+    def count_before(self, cutoff: datetime) -> int:
+        """How many articles were published before ``cutoff`` (what a purge would remove)."""
+        with self._tx() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(articles).where(articles.c.published < cutoff)).scalar_one()
+            )
+
+    def purge_before(
+        self,
+        cutoff: datetime,
+        *,
+        now: datetime,
+        tombstone_days: float,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> PurgeReport:
         """Remove articles published before ``cutoff`` with their signatures,
         remember their (feed, key) so that their feeds cannot bring them back,
         remove the stories left empty, and forget tombstones older than
@@ -132,6 +147,8 @@ class OperationsMixin:
                 conn.execute(update(articles).where(articles.c.copy_of.in_(ids)).values(copy_of=None))
                 conn.execute(delete(articles).where(articles.c.id.in_(ids)))  # signatures cascade
                 removed_articles += len(ids)
+                if on_progress is not None:
+                    on_progress(len(ids))
             # Stories with no article left go, and so do the stories merged into them.
             has_article = exists().where(articles.c.story_id == stories.c.id)
             empty = conn.execute(
@@ -208,7 +225,9 @@ class OperationsMixin:
             ).all()
             result = Status(
                 feeds=count(select(func.count()).select_from(feeds)),
-                feeds_due=count(select(func.count()).select_from(feeds).where(feeds.c.next_check_at <= now)),
+                feeds_due=count(
+                    select(func.count()).select_from(feeds).where(feeds.c.next_check_at <= now, feeds.c.stopped.is_(None))
+                ),
                 feeds_in_error=tuple(
                     FeedProblem(r.id, r.url, r.title, r.error_count, r.last_error, r.next_check_at) for r in problems
                 ),
