@@ -113,4 +113,17 @@ def test_metrics_parse_and_move_as_the_service_works(settings: Settings, storage
     assert after[("aggregator_articles_per_story_count", ())] == after[("aggregator_stories", ())]
     key = ("aggregator_http_requests_total", (("method", "GET"), ("route", "/"), ("status", "200")))
     assert after[key] == before.get(key, 0) + 1
+
+    def moved(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get((name, labels), 0) - before.get((name, labels), 0)
+
+    assert moved("aggregator_fetches_total", (("outcome", "ok"), ("status", "200"))) == 7
+    assert moved("aggregator_fetch_seconds_count") == 7
+    assert moved("aggregator_articles_ingested_total", (("kind", "new"),)) == 75
+    assert moved("aggregator_stories_created_total") == after[("aggregator_stories", ())]
+    clustered = sum(v for (name, _), v in after.items() if name == "aggregator_articles_clustered_total")
+    assert clustered - sum(v for (name, _), v in before.items() if name == "aggregator_articles_clustered_total") == 75
+    # the index holds the clustering window only (the demo spans five days)
+    window = storage.status(datetime.now(UTC), window_hours=settings.cluster_window_hours).index_articles
+    assert after[("aggregator_index_entries", ())] == window < 75
     assert ("aggregator_http_request_seconds_bucket", (("le", "0.1"), ("route", "/"))) in after
