@@ -1,4 +1,5 @@
-# One image for every role of aggregator.
+# One image for every role of aggregator: `aggregator run` (all in one, SQLite by default),
+# `aggregator run --role worker`, `gunicorn 'aggregator.wsgi:make_app()'` (web), `aggregator db upgrade`.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --system --home /var/lib/aggregator --create-home aggregator
@@ -7,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY aggregator ./aggregator
 COPY migrations ./migrations
 COPY data ./data
-RUN pip install '.[postgres,redis]' && rm -rf /src
+RUN pip install '.[postgres,redis,server]' && rm -rf /src
 USER aggregator
 WORKDIR /var/lib/aggregator
 ENV AGGREGATOR_DATABASE_URL=sqlite:////var/lib/aggregator/aggregator.db \

@@ -139,12 +139,13 @@ def _choose(candidates: Sequence[Any], page: str, out: TextIO) -> list[Any]:
 
 
 def discover_feeds(url: str, args: argparse.Namespace, settings: Settings, out: TextIO) -> list[str]:
-    """The feed URLs to subscribe for ``feeds add URL``: the URL itself when it is
-    a feed (or cannot be checked now), else the feeds its page announces."""
-    from aggregator.discover import discover, no_feed_message
+    """The feed URLs to subscribe for ``feeds add URL``: the URL itself when its
+    path names a feed, when it is a feed or when it cannot be checked now, else
+    the feeds its page announces."""
+    from aggregator.discover import discover, looks_like_feed_url, no_feed_message
     from aggregator.fetch import FetchError, url_kind
 
-    if args.no_discover or url_kind(url) != "http":
+    if args.no_discover or url_kind(url) != "http" or looks_like_feed_url(url):
         return [url]
     try:
         found = discover(url, settings, now=_now())
@@ -499,6 +500,17 @@ def subscribe_demo(storage: Storage, base: str | None = None) -> int:
     return added
 
 
+def _wait_for_first_fetches(storage: Storage, settings: Settings) -> None:
+    """Demo workers started together: wait until every feed was fetched once (by any of
+    them), so that the first clustering pass sees every demo article in arrival order and
+    the stories are those one process makes. Bounded by the fetch timeout."""
+    deadline = _now().timestamp() + 2 * settings.fetch_timeout + 5
+    while _now().timestamp() < deadline:
+        if all(feed.last_fetched_at is not None for feed in storage.list_feeds()):
+            return
+        threading.Event().wait(0.1)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from aggregator.ingest import run_pass
 
@@ -519,7 +531,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         logs.event(log, "demo", feeds_added=added, dir=args.demo_base or str(demo_dir()))
         # A worker claims the (new, hence due) demo feeds like any others: several
         # workers started at once share them out; `all` fetches every one.
-        first = run_pass(storage, engine, settings, all_feeds=args.role == "all")
+        first = run_pass(storage, engine, settings, all_feeds=args.role == "all",
+                         before_cluster=(lambda: _wait_for_first_fetches(storage, settings))
+                         if args.role == "worker" else None)
         counts = storage.counts()
         print(
             f"demo: {len(first.feeds)} feeds, {counts['articles']} articles, "
@@ -536,7 +550,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 # Settings that a running process cannot change: they need a restart.
 RESTART_SETTINGS = ("database_url", "host", "port", "web_threads", "lsh_num_perm", "lsh_seed", "lsh_scheme",
-                    "lsh_threshold", "cluster_window_hours")
+                    "lsh_threshold", "cluster_window_hours", "index_url", "index_name")
 
 
 def serve(
@@ -678,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--first", action="store_true", help="a page announcing several feeds: add the first")
     pick.add_argument("--all", action="store_true", help="a page announcing several feeds: add them all")
     pick.add_argument("--no-discover", action="store_true",
-                      help="subscribe to URL as given, without fetching it now")
+                      help="subscribe to URL as given, without fetching it now (as for URLs whose path "
+                           "names a feed: .xml, .rss, .atom, .rdf, .json, /feed, /rss, /atom)")
     add.set_defaults(func=cmd_feeds_add)
     fset = feeds.add_parser("set", help="change a feed's polling bounds, folder or title; resume a stopped feed")
     fset.add_argument("id", type=int)

@@ -79,6 +79,13 @@ def _optional_str(value: Any) -> str | None:
     return text or None
 
 
+def _redis_url(value: Any) -> str | None:
+    text = _optional_str(value)
+    if text is not None and not text.startswith(("redis://", "rediss://")):
+        raise ValueError(f"must be a redis:// URL: {value!r}")
+    return text
+
+
 def _level(value: Any) -> str:
     text = _str(value).upper()
     if text not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -161,6 +168,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("lsh_seed", 1, int, "MinHash seed (stored with each signature)."),
     Option("lsh_scheme", "affine32", _scheme, "MinHash permutation scheme of datasketch 2.x (stored with each signature)."),
     Option("lsh_threshold", 0.1, _fraction, "Jaccard threshold of the LSH candidate index."),
+    Option("index_url", None, _redis_url,
+           "Redis URL (`redis://host:6379/0`) of the shared LSH index that several workers use; unset: the "
+           "index lives in the process (the embedded default)."),
+    Option("index_name", "aggregator", _str,
+           "Name (Redis key prefix) of the shared LSH index; one per deployment sharing a Redis database."),
+    Option("feed_lease_seconds", 900, _positive(int),
+           "A worker claims the due feeds it fetches for this long; a crashed worker's feeds are due again after it."),
     Option("feed_max_entries", 50, _positive(int),
            "Entries in each published feed (Atom and RSS), and in each of its pages (`?page=N`)."),
     Option("feed_max_age", 300, _non_negative_int,
@@ -218,6 +232,9 @@ class Settings:
     lsh_seed: int = 1
     lsh_scheme: str = "affine32"
     lsh_threshold: float = 0.1
+    index_url: str | None = None
+    index_name: str = "aggregator"
+    feed_lease_seconds: int = 900
     feed_max_entries: int = 50
     feed_max_age: int = 300
     page_size: int = 50

@@ -89,8 +89,8 @@ __all__ = [
 
 MAX_REDIRECTS = 5
 ACCEPT = (
-    "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
-    "application/xml;q=0.8, text/xml;q=0.8, text/html;q=0.3, */*;q=0.1"
+    "application/atom+xml, application/rss+xml, application/feed+json, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, application/json;q=0.8, text/html;q=0.3, */*;q=0.1"
 )
 ACCEPT_ENCODING = "gzip, deflate"  # the codings _Decoder handles
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -415,6 +415,9 @@ class _GuardedTransport(httpx.HTTPTransport):
             retries=0,
             network_backend=_GuardedBackend(),
         )
+
+
+Client = httpx.Client  # what ``make_client`` returns, for annotations elsewhere (httpx stays here)
 
 
 def make_client(*, max_connections: int = 20) -> httpx.Client:

@@ -5,8 +5,8 @@ The pipeline reads top to bottom::
     fetch (aggregator.fetch) -> parse/normalise (aggregator.parse)
         -> store (Storage.save_entries) -> cluster (cluster_pending)
 
-Decisions are pure functions of data and ``now`` (:func:`next_check`,
-:func:`error_delay`, :func:`success_state`, :func:`error_state`); the rest is a
+Decisions are pure functions of data and ``now`` (:func:`success_state`,
+:func:`error_state`, built on the polling rules of ``aggregator.politeness``); the rest is a
 thin shell that does the I/O. Every feed's outcome is recorded on the feed
 (last error, error count, back-off) and never stops the others: a broken
 feed gets a clear error and nothing already stored is touched, because a
@@ -14,25 +14,28 @@ feed's entries and its new state are written in one transaction.
 
 Clustering runs over articles stored but not yet clustered ("pending"), in
 arrival order (published, then id), in one transaction per pass. Several
-processes may cluster against one database (the daemon and a CLI command):
+processes may cluster against one database (the daemon and a CLI command,
+or many workers): passes are serialised by ``Storage.lock_clustering``, and
 each pass first compares the database's *cluster generation* with the one
-this process last wrote, and rebuilds its in-memory index from the stored
-signatures when another process clustered in between.
+this process last wrote; when another process clustered in between, it
+catches up with the articles clustered since (or rebuilds from the stored
+signatures after a split, an operator's merge or a purge). Due feeds are
+claimed for a lease (``Storage.claim_due_feeds``) so that no two workers
+fetch one feed at once. See docs/design.md, "Several processes, one index".
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from aggregator import fetch as fetch_module
-from aggregator import metrics
+from aggregator import metrics, politeness
 from aggregator import parse as parse_module
 from aggregator.cluster import Clusterer, ClusterSettings, Document
 from aggregator.config import Settings
@@ -67,28 +70,26 @@ def utcnow() -> datetime:
 # --------------------------------------------------------------------------- pure decisions
 
 
-def error_delay(feed_id: int, error_count: int, settings: Settings) -> float:
-    """Seconds to wait after the ``error_count``-th consecutive error.
-
-    Exponential from ``min_interval`` (doubling per error), capped at
-    ``max_interval``, with +-10 % jitter derived from the feed id and the
-    count so that feeds that failed together do not retry together, and the
-    same inputs always give the same answer.
-    """
-    base = settings.min_interval * (2 ** min(max(error_count - 1, 0), 20))
-    base = min(base, settings.max_interval)
-    digest = hashlib.blake2b(f"{feed_id}:{error_count}".encode(), digest_size=8).digest()
-    jitter = (int.from_bytes(digest, "big") / 2**64) * 0.2 - 0.1  # [-0.1, 0.1)
-    return max(float(settings.min_interval), min(base * (1 + jitter), float(settings.max_interval)))
+def bounds(feed: Feed, settings: Settings) -> politeness.Bounds:
+    """The polling bounds of ``feed``: its own min/max interval where set, else the settings'."""
+    return politeness.feed_bounds(
+        settings.default_interval,
+        settings.min_interval,
+        settings.max_interval,
+        feed_minimum=feed.min_interval,
+        feed_maximum=feed.max_interval,
+    )
 
 
-def success_interval(settings: Settings, ttl_minutes: int | None) -> float:
-    """Seconds until the next poll of a healthy feed: the default interval, or
-    the feed's own ``<ttl>`` when longer, within [min_interval, max_interval]."""
-    interval = float(settings.default_interval)
-    if ttl_minutes and ttl_minutes > 0:
-        interval = max(interval, ttl_minutes * 60.0)
-    return max(float(settings.min_interval), min(interval, float(settings.max_interval)))
+def hints(parsed: ParsedFeed) -> politeness.Hints:
+    """The polling hints a document gives (``<ttl>``, skipHours/Days, ``sy:``)."""
+    return politeness.Hints(
+        ttl_minutes=parsed.ttl_minutes,
+        skip_hours=politeness.parse_skip_hours(parsed.skip_hours),
+        skip_days=politeness.parse_skip_days(parsed.skip_days),
+        update_period=parsed.update_period,
+        update_frequency=parsed.update_frequency,
+    )
 
 
 def _validator(value: str | None, limit: int) -> str | None:
@@ -110,7 +111,15 @@ def success_state(
     settings: Settings,
     now: datetime,
 ) -> FeedState:
-    ttl = parsed.ttl_minutes if parsed is not None else None
+    """The feed's state after a 200 (``parsed`` is the document) or a 304
+    (``parsed`` is None: the hints of the last document still apply)."""
+    if parsed is not None:
+        document_hints = hints(parsed)
+        kept_hints = politeness.hints_to_json(document_hints)
+    else:
+        document_hints = politeness.hints_from_json(feed.poll_hints)
+        kept_hints = feed.poll_hints
+    next_check_at = politeness.next_check_after_success(bounds(feed, settings), document_hints, result.headers, now)
     etag = result.etag if result.etag is not None else feed.etag
     last_modified = result.last_modified if result.last_modified is not None else feed.last_modified
     return FeedState(
@@ -118,26 +127,59 @@ def success_state(
         last_modified=_validator(last_modified, MAX_LAST_MODIFIED_LENGTH),
         last_fetched_at=now,
         last_success_at=now,
-        next_check_at=now + timedelta(seconds=success_interval(settings, ttl)),
+        next_check_at=next_check_at,
         error_count=0,
         last_error=None,
         title=(parsed.title if parsed is not None else None) or None,
         site_url=(parsed.link if parsed is not None else None) or None,
         url=result.permanent_redirect,
+        stopped=None,
+        poll_hints=kept_hints,
     )
 
 
-def error_state(feed: Feed, message: str, settings: Settings, now: datetime) -> FeedState:
+def error_state(
+    feed: Feed,
+    message: str,
+    settings: Settings,
+    now: datetime,
+    *,
+    status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> FeedState:
+    """The feed's state after a failed update. ``status`` and ``headers`` are the
+    HTTP answer's, when there was one: exponential back-off with jitter, at
+    least the server's ``Retry-After`` on 429/503; ``410 Gone`` stops polling."""
     count = feed.error_count + 1
+    wait = politeness.error_wait(status, headers or {}, now)
+    next_check_at = politeness.next_check_after_error(feed.id, count, bounds(feed, settings), now, wait=wait)
+    if wait is not None:
+        message = f"{message}; the server asked to wait {_duration(wait)}"
+    stopped = politeness.stop_reason(status)
+    if stopped is not None:
+        message = f"{message}; polling stopped"
+    stopped = stopped or feed.stopped
     return FeedState(
         etag=feed.etag,
         last_modified=feed.last_modified,
         last_fetched_at=now,
         last_success_at=feed.last_success_at,
-        next_check_at=now + timedelta(seconds=error_delay(feed.id, count, settings)),
+        next_check_at=next_check_at,
         error_count=count,
         last_error=error_message(message),
+        stopped=stopped,
+        poll_hints=feed.poll_hints,
     )
+
+
+def _duration(seconds: float) -> str:
+    """``3600`` -> ``"3600 s (1 h)"``, for error messages."""
+    whole = int(seconds)
+    if whole >= 86400:
+        return f"{whole} s ({whole / 86400:.3g} d)"
+    if whole >= 3600:
+        return f"{whole} s ({whole / 3600:.3g} h)"
+    return f"{whole} s"
 
 
 # --------------------------------------------------------------------------- one feed
@@ -152,6 +194,7 @@ class _Fetched:
     parsed: ParsedFeed | None = None
     error: str | None = None
     status: int | None = None  # HTTP status of the answer, when there was one
+    headers: dict[str, str] = field(default_factory=dict)  # of an HTTP error answer
 
 
 def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: datetime) -> _Fetched:
@@ -180,6 +223,7 @@ def _fetch_and_parse(feed: Feed, settings: Settings, fetcher: Fetcher, now: date
     except fetch_module.FetchError as exc:
         outcome.error = exc.message
         outcome.status = getattr(exc, "status", None)
+        outcome.headers = dict(getattr(exc, "headers", None) or {})
     except parse_module.ParseError as exc:
         outcome.error = exc.message
     except Exception as exc:  # a bug or an input nobody foresaw: record it, keep going
@@ -211,9 +255,9 @@ def _reported(report: UpdateReport, status: int | None, warning: str | None = No
 
 def _store_error(
     storage: Storage, feed: Feed, message: str, settings: Settings, now: datetime, seconds: float,
-    status: int | None = None,
+    status: int | None = None, headers: Mapping[str, str] | None = None,
 ) -> UpdateReport:
-    state = error_state(feed, message, settings, now)
+    state = error_state(feed, message, settings, now, status=status, headers=headers)
     storage.save_feed_state(feed.id, state)
     return _reported(UpdateReport(feed.id, feed.url, "error", error=state.last_error, seconds=seconds), status)
 
@@ -222,7 +266,7 @@ def _store(storage: Storage, outcome: _Fetched, settings: Settings) -> UpdateRep
     feed, now = outcome.feed, outcome.fetched_at
     seconds = time.perf_counter() - outcome.started
     if outcome.error is not None:
-        return _store_error(storage, feed, outcome.error, settings, now, seconds, outcome.status)
+        return _store_error(storage, feed, outcome.error, settings, now, seconds, outcome.status, outcome.headers)
     assert outcome.result is not None
     status = outcome.result.status
     if outcome.parsed is None:  # 304 Not Modified (or an empty body we were told not to parse)
@@ -340,6 +384,7 @@ class ClusterReport:
     joined: int = 0
     merges: int = 0
     rebuilt: bool = False
+    caught_up: int = 0  # articles another process clustered, restored incrementally
     signals: dict[str, int] = field(default_factory=dict)
     story_ids: set[int] = field(default_factory=set)  # stories created, joined or merged into
     seconds: float = 0.0
@@ -354,13 +399,20 @@ class ClusterEngine:
     storage_config: dict[str, object] | None = None
     clusterer: Clusterer = field(init=False)
     generation: int = field(default=-1, init=False)
+    epoch: int = field(default=-1, init=False)  # see Storage.cluster_state
+    merges: int = field(default=-1, init=False)
+    seq: int = field(default=0, init=False)  # the last cluster_seq this engine holds
     lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.clusterer = Clusterer(self.settings, self.storage_config)
 
+    def close(self) -> None:
+        self.clusterer.close()
+
     def rebuild(self, storage: Storage) -> int:
         """Load every stored article of the clustering window, oldest first."""
+        self.clusterer.close()
         self.clusterer = Clusterer(self.settings, self.storage_config)
         latest = storage.latest_published()
         since = None
@@ -375,6 +427,29 @@ class ClusterEngine:
                 self.clusterer.restore(
                     document(article), article.story_id, signature.hashvalues, signature.params
                 )
+            count += 1
+        self.clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
+        return count
+
+    def catch_up(self, storage: Storage, merged: bool) -> int:
+        """Follow what other processes clustered since this engine's last pass,
+        without a rebuild: fold the held stories that were merged into their
+        survivors (when ``merged``), then restore the articles clustered after
+        ``seq`` with their current story ids, in ``cluster_seq`` order. The state
+        is then the one a full rebuild gives (tests compare the snapshots)."""
+        if merged:
+            by_survivor: dict[int, list[int]] = {}
+            for story_id, survivor in storage.survivors(self.clusterer.story_ids()).items():
+                by_survivor.setdefault(survivor, []).append(story_id)
+            for survivor, others in sorted(by_survivor.items()):
+                self.clusterer.merge(survivor, sorted(others))
+        count = 0
+        for article, signature in storage.clustered_articles(after_seq=self.seq):
+            assert article.story_id is not None
+            if signature is None:
+                self.clusterer.restore(document(article), article.story_id)
+            else:
+                self.clusterer.restore(document(article), article.story_id, signature.hashvalues, signature.params)
             count += 1
         return count
 
@@ -409,10 +484,11 @@ def cluster_pending(
     for signal, count in report.signals.items():
         metrics.ARTICLES_CLUSTERED.labels(signal=signal).inc(count)
     metrics.INDEX_ENTRIES.set(len(engine.clusterer))
-    if report.clustered or report.rebuilt:
+    if report.clustered or report.rebuilt or report.caught_up:
         event(
             log, "cluster", clustered=report.clustered, new_stories=report.new_stories,
-            joined=report.joined, merges=report.merges, rebuilt=report.rebuilt, seconds=report.seconds,
+            joined=report.joined, merges=report.merges, rebuilt=report.rebuilt,
+            caught_up=report.caught_up, seconds=report.seconds,
         )
     return report
 
@@ -426,9 +502,15 @@ def _cluster_in_transaction(
 ) -> None:
     params = engine.settings.signature_params()
     with storage.batch():
-        if storage.cluster_generation() != engine.generation:
-            engine.rebuild(storage)
-            report.rebuilt = True
+        storage.lock_clustering()  # one pass at a time across processes (a no-op on SQLite)
+        state = storage.cluster_state()
+        if state.generation != engine.generation or not engine.clusterer.index_intact():
+            if engine.generation >= 0 and state.epoch == engine.epoch and engine.clusterer.index_intact():
+                report.caught_up = engine.catch_up(storage, merged=state.merges != engine.merges)
+            else:
+                engine.rebuild(storage)
+                report.rebuilt = True
+            engine.epoch, engine.merges = state.epoch, state.merges
         clusterer = engine.clusterer
         while True:
             pending = storage.pending_articles(batch_size)
@@ -474,8 +556,11 @@ def _cluster_in_transaction(
                         report.merges += len(done)
                 report.clustered += 1
             storage.record_assignments(decided, now=now())
-        if report.clustered or report.rebuilt:
+        if report.merges:
+            engine.merges = storage.bump_cluster_merges()
+        if report.clustered or report.rebuilt or report.caught_up:
             engine.generation = storage.bump_cluster_generation()
+        engine.seq = storage.cluster_state().seq
 
 
 # --------------------------------------------------------------------------- one pass
@@ -496,16 +581,25 @@ def run_pass(
     fetcher: Fetcher = fetch_module.fetch,
     on_report: Callable[[UpdateReport], None] | None = None,
     stop: threading.Event | None = None,
+    before_cluster: Callable[[], None] | None = None,
 ) -> PassReport:
     """Update the due feeds (or all of them), then cluster what arrived.
+
+    ``before_cluster`` runs between the two (the demo's workers wait there for
+    each other, so that the first pass clusters every demo feed at once).
 
     ``stop`` (see :func:`update_feeds`) lets a shutting-down daemon end the
     pass early; what was stored is still clustered.
     """
-    if all_feeds:
-        feeds = storage.list_feeds()
-    else:
-        feeds = storage.due_feeds(utcnow(), settings.feeds_per_tick)
+    if all_feeds:  # every feed still polled: a stopped one (410 Gone) waits for `feeds set --resume`
+        feeds = [feed for feed in storage.list_feeds() if feed.stopped is None]
+    else:  # claimed for a lease, so that several workers never fetch one feed at once
+        feeds = storage.claim_due_feeds(utcnow(), settings.feeds_per_tick, lease_seconds=settings.feed_lease_seconds)
     reports = update_feeds(storage, feeds, settings, fetcher=fetcher, on_report=on_report, stop=stop)
+    if not all_feeds and len(reports) < len(feeds):  # stopping: the feeds not reached stay due
+        fetched = {report.feed_id for report in reports}
+        storage.release_feeds([feed for feed in feeds if feed.id not in fetched])
+    if before_cluster is not None:
+        before_cluster()
     cluster_report = cluster_pending(storage, engine)
     return PassReport(feeds=reports, cluster=cluster_report)

@@ -42,6 +42,10 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     ttl_minutes: int | None = None  # RSS <ttl>, if any
     warning: str | None = None  # feedparser's bozo message when it still got entries
+    skip_hours: tuple[int, ...] = ()  # RSS <skipHours>: UTC hours 0..23 not to poll
+    skip_days: tuple[str, ...] = ()  # RSS <skipDays>: lower-case English day names
+    update_period: str | None = None  # <sy:updatePeriod>: hourly, daily, weekly, monthly, yearly
+    update_frequency: int | None = None  # <sy:updateFrequency>: updates per period
 
 
 # --------------------------------------------------------------------------- fetch output
@@ -83,6 +87,10 @@ class Feed:
     error_count: int
     last_error: str | None
     article_count: int = 0
+    min_interval: int | None = None  # seconds; overrides the settings' min_interval
+    max_interval: int | None = None  # seconds; overrides the settings' max_interval
+    stopped: str | None = None  # why polling stopped (e.g. 410 Gone); None while polled
+    poll_hints: str | None = None  # the last document's polling hints (JSON, see politeness)
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class FeedState:
     title: str | None = None
     site_url: str | None = None
     url: str | None = None  # new URL after a permanent redirect
+    stopped: str | None = None  # written as is: None resumes polling
+    poll_hints: str | None = None  # written as is
 
 
 @dataclass(frozen=True)

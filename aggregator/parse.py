@@ -1,4 +1,4 @@
-"""Feed documents (RSS 0.9x/1.0/2.0, Atom 0.3/1.0) to ``ParsedFeed`` records.
+"""Feed documents (RSS 0.9x/1.0/2.0, Atom 0.3/1.0, JSON Feed 1.0/1.1) to ``ParsedFeed`` records.
 
 What this module does
     ``parse_feed(body, url=..., headers=..., now=...)`` turns the bytes of one
@@ -7,7 +7,15 @@ What this module does
     ``last_error`` ("not a feed: the document is HTML (...)", "XML error: ...").
     Normalisation (entry keys, canonical links, sanitised HTML, plain text,
     UTC dates, content hashes) happens here, once, so that nothing downstream
-    ever sees a feedparser dict.
+    ever sees a feedparser dict. The document's polling hints (``<ttl>``,
+    ``<skipHours>``, ``<skipDays>``, ``<sy:updatePeriod>``,
+    ``<sy:updateFrequency>``) are read here too (``polling_hints``).
+
+    JSON Feed (https://www.jsonfeed.org/version/1.1/) is read by this module
+    itself (``parse_json_feed``): a body starting with ``{``, or sent as
+    ``application/feed+json`` / ``application/json``, with a
+    ``https://jsonfeed.org/version/1`` or ``/1.1`` version. Its items get the
+    same normalisation as feedparser's entries.
 
 What it must not do
     No I/O, no clock (``now`` is passed in), no logging decisions. This is the
@@ -47,10 +55,12 @@ Hostile and broken input (what ``parse_feed`` does before and after feedparser)
 from __future__ import annotations
 
 import calendar
+import collections
 import hashlib
 import html
 import io
 import itertools
+import json
 import re
 import time
 import xml.parsers.expat
@@ -62,6 +72,7 @@ from xml.sax import SAXParseException
 import feedparser  # type: ignore[import-untyped]
 
 from aggregator.models import ParsedEntry, ParsedFeed
+from aggregator.politeness import DAY_NAMES
 from aggregator.text import (
     canonical_url,
     collapse_ws,
@@ -80,6 +91,8 @@ __all__ = [
     "ParseError",
     "check_entities",
     "parse_feed",
+    "parse_json_feed",
+    "polling_hints",
 ]
 
 SUMMARY_LENGTH = 500  # characters of plain-text summary kept
@@ -478,6 +491,19 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _entry_key(guid: Any, link: str | None, long_link: str | None, title: str, summary: str) -> str:
+    """An entry's stable key: its guid/id, else its canonical link, else a hash
+    of a link too long to store, else a hash of its title and summary."""
+    guid = strip_controls(guid).strip() if isinstance(guid, str) else ""
+    if guid:
+        return guid if len(guid) <= MAX_KEY_LENGTH else "hash:" + _sha256(guid)
+    if link is not None:
+        return link
+    if long_link is not None:  # a link too long to store still identifies the entry
+        return "hash:" + _sha256(long_link)
+    return "hash:" + _sha256(title + "\n" + summary)
+
+
 def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | None:
     """One feedparser entry as a ``ParsedEntry``; None when it has nothing to show."""
     link = _http_link(_get(raw, "link"), url)
@@ -511,16 +537,8 @@ def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | 
         title = truncate(text, TITLE_FALLBACK_LENGTH) or link or ""
 
     guid = _get(raw, "id")
-    guid = strip_controls(guid).strip() if isinstance(guid, str) else ""
     long_link = _long_http_link(_get(raw, "link"), url) if link is None else None
-    if guid:
-        key = guid if len(guid) <= MAX_KEY_LENGTH else "hash:" + _sha256(guid)
-    elif link is not None:
-        key = link
-    elif long_link is not None:  # a link too long to store still identifies the entry
-        key = "hash:" + _sha256(long_link)
-    else:
-        key = "hash:" + _sha256(title + "\n" + summary)
+    key = _entry_key(guid, link, long_link, title, summary)
 
     author_value, author_type, _ = _detail(raw, "author")
     author = truncate(_plain(author_value, author_type), AUTHOR_LENGTH) or None
@@ -552,6 +570,233 @@ def _ttl(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return minutes if minutes > 0 else None
+
+
+# --------------------------------------------------------------------------- polling hints
+
+_PREFIX = r"(?:[A-Za-z_][\w.-]*:)?"
+_ENTRY_OPEN_RE = re.compile(rf"<{_PREFIX}(?:item|entry)[\s/>]")
+_ENTRY_CLOSE_RE = re.compile(rf"</{_PREFIX}(?:item|entry)\s*>")
+_CDATA_RE = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
+_PERIOD_NAMES = ("hourly", "daily", "weekly", "monthly", "yearly")
+_MAX_HINT_SCAN = 1024 * 1024  # characters of channel-level markup searched for hints
+
+
+def _elements(text: str, name: str) -> list[str]:
+    """Texts of the ``name`` elements (any prefix, any case) in ``text``."""
+    pattern = rf"<{_PREFIX}{name}(?:\s[^<>]*)?>([^<]*)</{_PREFIX}{name}\s*>"
+    return [html.unescape(m.group(1)).strip() for m in re.finditer(pattern, text, re.IGNORECASE)]
+
+
+def _block(text: str, name: str) -> str:
+    """The content of the first ``name`` element (any prefix, any case), or ""."""
+    match = re.search(rf"<{_PREFIX}{name}(?:\s[^<>]*)?>(.*?)</{_PREFIX}{name}\s*>", text, re.IGNORECASE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def polling_hints(body: bytes) -> dict[str, Any]:
+    """The channel-level polling hints of an RSS/Atom document, as ``ParsedFeed`` fields:
+    ``skip_hours`` (UTC hours 0..23, 24 read as 0), ``skip_days`` (lower-case
+    English day names), ``update_period`` and ``update_frequency`` (the
+    syndication module, any prefix). Missing or invalid values are left out.
+
+    A plain text scan of the markup outside the entries (before the first
+    ``item``/``entry``, after the last one), comments and CDATA removed: no
+    XML parser, so no entity or network surprises, and it reads documents that
+    are not well-formed. feedparser reads ``<ttl>`` but none of these.
+    """
+    text = _as_text(body)
+    first = _ENTRY_OPEN_RE.search(text)
+    head = text[: first.start()] if first else text
+    tail = ""
+    if first:
+        last_close = collections.deque(_ENTRY_CLOSE_RE.finditer(text, first.start()), maxlen=1)
+        tail = text[last_close[0].end() :] if last_close else ""
+    outside = _CDATA_RE.sub("", _COMMENT_RE.sub("", head[:_MAX_HINT_SCAN] + "\n" + tail[-_MAX_HINT_SCAN:]))
+    hints: dict[str, Any] = {}
+
+    hours: set[int] = set()
+    for value in _elements(_block(outside, "skipHours"), "hour")[:48]:
+        if value.isdigit() and int(value) <= 24:
+            hours.add(int(value) % 24)
+    if hours:
+        hints["skip_hours"] = tuple(sorted(hours))
+    days = {value.lower() for value in _elements(_block(outside, "skipDays"), "day")[:14]}
+    if days & set(DAY_NAMES):
+        hints["skip_days"] = tuple(name for name in DAY_NAMES if name in days)
+    periods = _elements(outside, "updatePeriod")
+    if periods and periods[0].lower() in _PERIOD_NAMES:
+        hints["update_period"] = periods[0].lower()
+    frequencies = _elements(outside, "updateFrequency")
+    if frequencies and frequencies[0].isdigit() and 0 < int(frequencies[0]) <= 1_000_000:
+        hints["update_frequency"] = int(frequencies[0])
+    return hints
+
+
+# --------------------------------------------------------------------------- JSON Feed
+
+JSON_FEED_TYPES = ("application/feed+json", "application/json")
+_JSON_FEED_VERSION_RE = re.compile(r"^https?://jsonfeed\.org/version/1(?:\.\d+)?/?$")
+
+
+def _media_type(headers: Mapping[str, str] | None) -> str:
+    for name, value in (headers or {}).items():
+        if name.lower() == "content-type":
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _looks_like_json(body: bytes, headers: Mapping[str, str] | None) -> bool:
+    """A body to read as JSON: it starts with ``{``, or it is sent as JSON and is not markup."""
+    start = body.lstrip(b" \t\r\n\xef\xbb\xbf")[:1]
+    if start == b"{":
+        return True
+    mime = _media_type(headers)
+    return (mime in JSON_FEED_TYPES or mime.endswith("+json")) and start not in (b"<", b"")
+
+
+def _json_str(value: Any) -> str:
+    """A JSON string value, free of control characters and lone surrogates; "" otherwise."""
+    return strip_controls(value) if isinstance(value, str) else ""
+
+
+def _json_date(value: Any, now: datetime) -> datetime | None:
+    """An RFC 3339 date (JSON Feed's ``date_published``/``date_modified``) in UTC."""
+    text = _json_str(value).strip()
+    if not text or len(text) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return _clamp(parsed.astimezone(UTC), now)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _json_authors(item: Mapping[str, Any]) -> str:
+    """Names of ``authors`` (1.1), else of ``author`` (1.0), joined."""
+    authors = item.get("authors")
+    if not isinstance(authors, list):
+        single = item.get("author")
+        authors = [single] if isinstance(single, dict) else []
+    names = [collapse_ws(_json_str(a.get("name"))) for a in authors[:20] if isinstance(a, dict)]
+    return ", ".join(name for name in names if name)
+
+
+def _json_entry(item: Mapping[str, Any], *, url: str, now: datetime, feed_author: str) -> ParsedEntry | None:
+    """One JSON Feed item as a ``ParsedEntry`` (the rules of ``_entry``); None when empty."""
+    raw_link = _json_str(item.get("url")) or _json_str(item.get("external_url"))
+    link = _http_link(raw_link, url)
+
+    content_html = _json_str(item.get("content_html"))
+    content_text = _json_str(item.get("content_text"))
+    summary_value = _json_str(item.get("summary"))
+    summary_text = html_to_text(_as_html(summary_value, "text/plain")) if summary_value.strip() else ""
+    if content_html.strip():
+        body_html = content_html
+    elif content_text.strip():
+        body_html = _as_html(content_text, "text/plain")
+    elif summary_value.strip():
+        body_html = _as_html(summary_value, "text/plain")
+    else:
+        body_html = ""
+    text = html_to_text(body_html) if body_html else ""
+    content_html = sanitize_html(body_html, base_url=url) if body_html else ""
+    summary = truncate(summary_text or text, SUMMARY_LENGTH)
+
+    title = _plain(_json_str(item.get("title")), None)
+    if not title and not text and link is None:
+        return None
+    if not title:
+        title = truncate(text, TITLE_FALLBACK_LENGTH) or link or ""
+
+    guid = item.get("id")
+    if isinstance(guid, int | float) and not isinstance(guid, bool):
+        guid = str(guid)  # the spec says string; numbers are common in the wild
+    long_link = _long_http_link(raw_link, url) if link is None else None
+    key = _entry_key(guid, link, long_link, title, summary)
+
+    author = truncate(_json_authors(item) or feed_author, AUTHOR_LENGTH) or None
+    published = _json_date(item.get("date_published"), now)
+    updated = _json_date(item.get("date_modified"), now)
+    dated = published is not None or updated is not None
+    published = published or updated or now
+    updated = updated or published
+    return ParsedEntry(
+        key=key,
+        title=title,
+        link=link,
+        summary=summary,
+        content_html=content_html,
+        text=text,
+        author=author,
+        published=published,
+        updated=updated,
+        content_hash=_sha256(title + "\n" + text),
+        dated=dated,
+    )
+
+
+def parse_json_feed(body: bytes, *, url: str, now: datetime, max_entries: int = 1000) -> ParsedFeed:
+    """Parse a JSON Feed 1.0/1.1 document (see ``parse_feed`` for the arguments).
+
+    Raises ``ParseError`` for broken JSON, JSON that is not a JSON Feed (no
+    ``https://jsonfeed.org/version/1`` or ``/1.1`` version) and items that are
+    not a list. Only the first ``max_entries`` items are read; a malformed
+    item is skipped (and counted in ``warning``), never the feed.
+    """
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        data = json.loads(body.decode("utf-8", "replace"))
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"JSON error: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # absurd nesting, huge integers
+        raise ParseError(f"JSON error: {truncate(collapse_ws(str(exc)), 200) or type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ParseError(f"not a feed: JSON {type(data).__name__} instead of a JSON Feed object")
+    version = data.get("version")
+    if not isinstance(version, str) or not _JSON_FEED_VERSION_RE.match(version.strip()):
+        raise ParseError("not a feed: JSON without a JSON Feed version (https://jsonfeed.org/version/1.1)")
+    items = data.get("items", [])
+    if not isinstance(items, list):
+        raise ParseError("not a feed: JSON Feed whose items are not a list")
+
+    feed_author = _json_authors(data)
+    entries: list[ParsedEntry] = []
+    seen: set[str] = set()
+    skipped = 0
+    for item in items[: max(max_entries, 0)]:
+        if not isinstance(item, dict):
+            skipped += 1
+            continue
+        try:
+            entry = _json_entry(item, url=url, now=now, feed_author=feed_author)
+        except Exception:  # one malformed item must not lose the feed  # noqa: BLE001
+            skipped += 1
+            continue
+        if entry is None or entry.key in seen:
+            continue
+        seen.add(entry.key)
+        entries.append(entry)
+    warnings = []
+    if "items" not in data:
+        warnings.append("JSON Feed without items")
+    if skipped:
+        warnings.append(f"skipped {skipped} malformed item{'' if skipped == 1 else 's'}")
+    return ParsedFeed(
+        title=truncate(_plain(_json_str(data.get("title")), None), FEED_TITLE_LENGTH) or None,
+        link=_http_link(_json_str(data.get("home_page_url")), url),
+        entries=tuple(entries),
+        warning="; ".join(warnings) or None,
+    )
+
+
+# --------------------------------------------------------------------------- feedparser
 
 
 def _feedparser_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -590,9 +835,12 @@ def parse_feed(
     order (the document is cut before the rest is parsed); entries repeating
     an earlier key, or with nothing to show, are dropped.
 
+    A JSON Feed (a body starting with ``{``, or sent as JSON) is read by
+    ``parse_json_feed``.
+
     Raises ``ParseError`` when the body is empty, is not a feed (an HTML page,
-    other XML), is broken XML that yields no entries, or declares unsafe
-    entities. A broken document that still yields entries is returned with its
+    other XML, other JSON), is broken XML that yields no entries, is broken
+    JSON, or declares unsafe entities. A broken document that still yields entries is returned with its
     error in ``warning``.
     """
     if now.tzinfo is None:
@@ -600,7 +848,10 @@ def parse_feed(
     now = now.astimezone(UTC)
     if not body or not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
         raise ParseError("not a feed: empty document")
+    if _looks_like_json(body, headers):
+        return parse_json_feed(body, url=url, now=now, max_entries=max_entries)
     check_entities(body)
+    hints = polling_hints(body)
     body = cut_entries(fix_char_references(body), max_entries)
 
     try:
@@ -664,4 +915,5 @@ def parse_feed(
         entries=tuple(entries),
         ttl_minutes=_ttl(_get(feed, "ttl")),
         warning="; ".join(warnings) or None,
+        **hints,
     )

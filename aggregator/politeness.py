@@ -19,6 +19,12 @@ backs off when the publisher is in trouble. The rules, in order:
    derived from (feed id, error count) so the same inputs give the same
    answer and feeds that failed together do not retry together. A
    ``Retry-After`` (seconds or an HTTP date, on 429 and 503) is a floor.
+7. ``410 Gone`` stops polling the feed (``stop_reason``) until an operator
+   resumes it.
+
+Per-feed bounds override the settings' (``feed_bounds``). A document's hints
+are kept on the feed (``hints_to_json``/``hints_from_json``) so that a
+``304 Not Modified``, which carries no document, still honours them.
 
 Nothing here does I/O or reads the clock.
 """
@@ -26,6 +32,7 @@ Nothing here does I/O or reads the clock.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +47,8 @@ _PERIODS = {
     "monthly": 30 * 86400.0,
     "yearly": 365 * 86400.0,
 }
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+GONE = "410 Gone: the publisher removed this feed; polling stopped"
 _MAX_AGE = re.compile(r"(?:^|,)\s*(s-maxage|max-age)\s*=\s*\"?(\d+)\"?", re.I)
 
 
@@ -61,6 +70,71 @@ class Hints:
     skip_days: frozenset[int] = field(default_factory=frozenset)  # 0 = Monday .. 6 = Sunday
     update_period: str | None = None  # sy:updatePeriod
     update_frequency: int | None = None  # sy:updateFrequency
+
+
+def feed_bounds(
+    default: float,
+    minimum: float,
+    maximum: float,
+    *,
+    feed_minimum: float | None = None,
+    feed_maximum: float | None = None,
+) -> Bounds:
+    """The settings' bounds with a feed's own minimum/maximum (when set) in their
+    place. A feed's own bound wins over the settings' other bound: a feed
+    minimum of 2 days with the settings' maximum of 1 day polls every 2 days."""
+    low = float(feed_minimum) if feed_minimum else float(minimum)
+    high = float(feed_maximum) if feed_maximum else float(maximum)
+    if low > high:
+        if feed_maximum and not feed_minimum:
+            low = high
+        else:
+            high = low
+    return Bounds(default=float(default), minimum=low, maximum=high)
+
+
+def hints_to_json(hints: Hints) -> str | None:
+    """A compact JSON form of ``hints`` to keep on the feed; None when there are none."""
+    data: dict[str, object] = {}
+    if hints.ttl_minutes:
+        data["ttl"] = hints.ttl_minutes
+    if hints.skip_hours:
+        data["skip_hours"] = sorted(hints.skip_hours)
+    if hints.skip_days:
+        data["skip_days"] = sorted(hints.skip_days)
+    if hints.update_period:
+        data["period"] = hints.update_period
+    if hints.update_frequency:
+        data["frequency"] = hints.update_frequency
+    return json.dumps(data, separators=(",", ":"), sort_keys=True) if data else None
+
+
+def hints_from_json(text: str | None) -> Hints:
+    """The inverse of ``hints_to_json``; anything unreadable is no hints."""
+    if not text:
+        return Hints()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return Hints()
+    if not isinstance(data, dict):
+        return Hints()
+
+    def integer(value: object) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    def numbers(value: object, top: int) -> frozenset[int]:
+        items = value if isinstance(value, list) else []
+        return frozenset(v for v in items if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top)
+
+    period = data.get("period")
+    return Hints(
+        ttl_minutes=integer(data.get("ttl")),
+        skip_hours=numbers(data.get("skip_hours"), 23),
+        skip_days=numbers(data.get("skip_days"), 6),
+        update_period=period if isinstance(period, str) else None,
+        update_frequency=integer(data.get("frequency")),
+    )
 
 
 def parse_skip_days(names: object) -> frozenset[int]:
@@ -189,6 +263,18 @@ def error_delay(feed_id: int, error_count: int, bounds: Bounds) -> float:
     digest = hashlib.blake2b(f"{feed_id}:{error_count}".encode(), digest_size=8).digest()
     jitter = (int.from_bytes(digest, "big") / 2**64) * 0.2 - 0.1  # [-0.1, 0.1)
     return max(bounds.minimum, min(base * (1 + jitter), bounds.maximum))
+
+
+def error_wait(status: int | None, headers: Mapping[str, str], now: datetime) -> float | None:
+    """The server's ``Retry-After`` in seconds when it counts (on 429 and 503), else None."""
+    if status not in RETRY_AFTER_STATUSES:
+        return None
+    return retry_after(headers, now)
+
+
+def stop_reason(status: int | None) -> str | None:
+    """Why polling stops after an answer with ``status``, or None when it goes on (rule 7)."""
+    return GONE if status == 410 else None
 
 
 def next_check_after_error(

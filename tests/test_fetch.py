@@ -207,6 +207,23 @@ def test_http_error_exposes_retry_after(server: FeedServer) -> None:
     assert caught.value.retry_after == "120"
 
 
+def test_429_exposes_its_headers_for_the_back_off(server: FeedServer) -> None:
+    when = "Fri, 20 Nov 2026 14:00:00 GMT"
+    server.route("/feed.xml", Response(status=429, headers={"Retry-After": when, "X-RateLimit-Limit": "10"}))
+    with pytest.raises(HTTPStatusError) as caught:
+        get(server.url("/feed.xml"))
+    assert (caught.value.status, caught.value.message) == (429, "HTTP 429 Too Many Requests")
+    assert caught.value.retry_after == when and caught.value.headers["x-ratelimit-limit"] == "10"
+
+
+def test_accept_asks_for_every_feed_format(server: FeedServer) -> None:
+    server.route("/feed.json", Response(body=b"{}"))
+    get(server.url("/feed.json"))
+    accept = server.requests_to("/feed.json")[0].headers["accept"]
+    for kind in ("application/atom+xml", "application/rss+xml", "application/feed+json", "application/json"):
+        assert kind in accept
+
+
 def test_slow_server_times_out(server: FeedServer) -> None:
     server.route("/slow", Response(body=FEED, delay=5))
     started = time.monotonic()

@@ -16,10 +16,8 @@ from aggregator.config import Settings
 from aggregator.ingest import (
     ClusterEngine,
     cluster_pending,
-    error_delay,
     error_state,
     run_pass,
-    success_interval,
     update_feed,
 )
 from aggregator.models import Feed
@@ -60,24 +58,7 @@ def engine_for(settings: Settings) -> ClusterEngine:
 # --------------------------------------------------------------------------- pure decisions
 
 
-def test_error_delay_grows_exponentially_with_bounded_jitter() -> None:
-    settings = Settings(min_interval=60, max_interval=3600)
-    delays = [error_delay(7, n, settings) for n in range(1, 10)]
-    assert delays[0] == pytest.approx(60, rel=0.1)
-    assert delays[1] == pytest.approx(120, rel=0.1)
-    assert delays[3] == pytest.approx(480, rel=0.1)
-    assert all(60 <= d <= 3600 for d in delays)
-    assert delays[-1] == pytest.approx(3600, rel=0.1)
-    assert error_delay(7, 3, settings) == error_delay(7, 3, settings)  # deterministic
-    assert error_delay(7, 3, settings) != error_delay(8, 3, settings)  # but spread across feeds
-
-
-def test_success_interval_honours_ttl_within_bounds() -> None:
-    settings = Settings(default_interval=1800, min_interval=300, max_interval=7200)
-    assert success_interval(settings, None) == 1800
-    assert success_interval(settings, 60) == 3600
-    assert success_interval(settings, 10_000) == 7200
-    assert success_interval(settings, 1) == 1800
+# (The back-off and interval rules themselves are tested in tests/test_politeness.py.)
 
 
 def test_error_state_keeps_validators_and_counts() -> None:
@@ -303,4 +284,5 @@ def test_second_process_sees_the_first_ones_stories(storage: Storage, settings: 
     report = run_pass(storage, second, settings, all_feeds=True)
     assert report.cluster.rebuilt
     assert storage.counts()["stories"] == 1
-    assert cluster_pending(storage, first).rebuilt  # the first notices the second's pass
+    # the first notices the second's pass and catches up with its one article (no rebuild)
+    assert cluster_pending(storage, first).caught_up == 1

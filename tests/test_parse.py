@@ -545,3 +545,228 @@ def test_arbitrary_item_text(title: str, description: str) -> None:
     for entry in feed.entries:
         assert entry.key and entry.title
         assert "<script" not in entry.content_html
+
+
+# --------------------------------------------------------------------------- every format, one small document each
+
+RSS090 = """<?xml version="1.0"?>
+<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://my.netscape.com/rdf/simple/0.9/">
+  <channel><title>Old Netscape</title><link>https://old.example.net/</link><description>0.90</description></channel>
+  <item><title>First item of 0.90</title><link>https://old.example.net/1</link></item>
+</rdf:RDF>"""
+
+RSS091 = """<?xml version="1.0" encoding="ISO-8859-1"?>
+<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"
+  "http://my.netscape.com/publish/formats/rss-0.91.dtd">
+<rss version="0.91"><channel>
+  <title>Ninety-One</title><link>https://n91.example.com/</link><description>0.91</description>
+  <language>en</language>
+  <item><title>A 0.91 item</title><link>https://n91.example.com/a</link><description>Body of 0.91.</description></item>
+</channel></rss>"""
+
+RSS092 = """<?xml version="1.0"?>
+<rss version="0.92"><channel>
+  <title>Ninety-Two</title><link>https://n92.example.com/</link><description>0.92</description>
+  <item><title>A 0.92 item</title><description>Body of 0.92.</description>
+    <enclosure url="https://n92.example.com/a.mp3" length="1" type="audio/mpeg"/></item>
+</channel></rss>"""
+
+ATOM03 = """<?xml version="1.0" encoding="utf-8"?>
+<feed version="0.3" xmlns="http://purl.org/atom/ns#">
+  <title>Atom Zero Three</title>
+  <link rel="alternate" type="text/html" href="https://a03.example.org/"/>
+  <modified>2026-11-19T10:00:00Z</modified>
+  <entry>
+    <title>An Atom 0.3 entry</title>
+    <link rel="alternate" type="text/html" href="https://a03.example.org/e/1"/>
+    <id>tag:a03.example.org,2026:1</id>
+    <issued>2026-11-19T09:00:00Z</issued>
+    <modified>2026-11-19T09:30:00Z</modified>
+    <author><name>Zed</name></author>
+    <content type="text/html" mode="escaped">&lt;p&gt;Atom 0.3 &lt;b&gt;body&lt;/b&gt;.&lt;/p&gt;</content>
+  </entry>
+</feed>"""
+
+
+@pytest.mark.parametrize(
+    ("document", "title", "entry_title", "text", "link"),
+    [
+        (RSS090, "Old Netscape", "First item of 0.90", "", "https://old.example.net/1"),
+        (RSS091, "Ninety-One", "A 0.91 item", "Body of 0.91.", "https://n91.example.com/a"),
+        (RSS092, "Ninety-Two", "A 0.92 item", "Body of 0.92.", None),
+        (ATOM03, "Atom Zero Three", "An Atom 0.3 entry", "Atom 0.3 body.", "https://a03.example.org/e/1"),
+    ],
+    ids=["rss090", "rss091", "rss092", "atom03"],
+)
+def test_older_formats(document: str, title: str, entry_title: str, text: str, link: str | None) -> None:
+    feed = parse(document)
+    assert feed.title == title
+    (entry,) = feed.entries
+    assert (entry.title, entry.text, entry.link) == (entry_title, text, link)
+
+
+def test_atom03_dates_and_author() -> None:
+    (entry,) = parse(ATOM03).entries
+    assert entry.key == "tag:a03.example.org,2026:1"
+    assert entry.published == datetime(2026, 11, 19, 9, 0, tzinfo=UTC)
+    assert entry.updated == datetime(2026, 11, 19, 9, 30, tzinfo=UTC)
+    assert entry.author == "Zed"
+    assert "<b>body</b>" in entry.content_html
+
+
+# --------------------------------------------------------------------------- polling hints in the document
+
+HINTED = rss(
+    "<item><title>x</title><link>https://news.example.com/x</link>"
+    "<description><![CDATA[<skipHours><hour>5</hour></skipHours>]]></description></item>",
+    channel=(
+        "<title>Hinted</title><link>https://news.example.com/</link><ttl>60</ttl>"
+        "<!-- <skipDays><day>Monday</day></skipDays> -->"
+        "<skipHours><hour>0</hour><hour> 1 </hour><hour>24</hour><hour>25</hour><hour>x</hour></skipHours>"
+        "<skipDays><day>Saturday</day><day>sunday</day><day>Caturday</day></skipDays>"
+        '<sy:updatePeriod xmlns:sy="http://purl.org/rss/1.0/modules/syndication/">Daily</sy:updatePeriod>'
+        '<sy:updateFrequency xmlns:sy="http://purl.org/rss/1.0/modules/syndication/">4</sy:updateFrequency>'
+    ),
+)
+
+
+def test_polling_hints_are_read_from_the_channel() -> None:
+    feed = parse(HINTED)
+    assert feed.ttl_minutes == 60
+    assert feed.skip_hours == (0, 1)  # 24 is midnight; 25 and "x" are ignored; the item's CDATA is not the channel
+    assert feed.skip_days == ("saturday", "sunday")  # the commented-out Monday does not count
+    assert (feed.update_period, feed.update_frequency) == ("daily", 4)
+
+
+def test_polling_hints_after_the_items_and_in_rss1() -> None:
+    after = rss("<item><title>x</title></item>").replace(
+        "</channel>", "<skipHours><hour>3</hour></skipHours></channel>"
+    )
+    assert parse(after).skip_hours == (3,)
+    rdf = RSS1.replace(
+        "<channel ",
+        '<channel xmlns:sy="http://purl.org/rss/1.0/modules/syndication/" ',
+    ).replace("</channel>", "<sy:updatePeriod>hourly</sy:updatePeriod><sy:updateFrequency>2</sy:updateFrequency></channel>")
+    feed = parse(rdf)
+    assert (feed.update_period, feed.update_frequency) == ("hourly", 2)
+
+
+def test_no_or_bad_polling_hints() -> None:
+    feed = parse(rss(""))
+    assert (feed.skip_hours, feed.skip_days, feed.update_period, feed.update_frequency) == ((), (), None, None)
+    sy = 'xmlns:sy="http://purl.org/rss/1.0/modules/syndication/"'
+    bad = parse(rss("", channel=f"<title>t</title><sy:updatePeriod {sy}>fortnightly</sy:updatePeriod>"
+                              f"<sy:updateFrequency {sy}>-3</sy:updateFrequency>"))
+    assert (bad.update_period, bad.update_frequency) == (None, None)
+
+
+# --------------------------------------------------------------------------- JSON Feed
+
+JSON_FEED_11 = {
+    "version": "https://jsonfeed.org/version/1.1",
+    "title": "Json &amp; Co",
+    "home_page_url": "https://json.example.com/",
+    "feed_url": "https://json.example.com/feed.json",
+    "authors": [{"name": "Desk"}],
+    "items": [
+        {
+            "id": "urn:json:1",
+            "url": "https://json.example.com/a/1?utm_source=feed",
+            "title": "First <em>JSON</em> item",
+            "content_html": '<p>Full <b>story</b> <a href="/about">here</a>.</p><script>alert(1)</script>',
+            "summary": "A short summary.",
+            "date_published": "2026-11-19T10:30:00+02:00",
+            "date_modified": "2026-11-19T11:00:00Z",
+            "authors": [{"name": "Ann"}, {"name": "Bob"}],
+        },
+        {"id": 42, "url": "/a/2", "content_text": "Only text\nsecond line & more.", "date_published": "2099-01-01T00:00:00Z"},
+        {"url": "https://json.example.com/a/3", "title": "No id: the link is the key", "summary": "Just a summary."},
+        {"id": "urn:json:1", "title": "A duplicate id is dropped"},
+        {"title": ""},
+        "not an object",
+    ],
+}
+
+
+def json_body(data: object) -> bytes:
+    import json
+
+    return json.dumps(data).encode("utf-8")
+
+
+def test_json_feed_11() -> None:
+    feed = parse(json_body(JSON_FEED_11), headers={"Content-Type": "application/feed+json"})
+    assert feed.title == "Json & Co"
+    assert feed.link == "https://json.example.com/"
+    assert [e.key for e in feed.entries] == ["urn:json:1", "42", "https://json.example.com/a/3"]
+    first, second, third = feed.entries
+    assert first.title == "First JSON item"
+    assert first.link == "https://json.example.com/a/1"  # tracking parameter dropped
+    assert "<script" not in first.content_html and "<b>story</b>" in first.content_html
+    assert 'href="https://news.example.com/about"' in first.content_html  # relative to the feed's URL
+    assert first.text == "Full story here."
+    assert first.summary == "A short summary."
+    assert first.author == "Ann, Bob"
+    assert first.published == datetime(2026, 11, 19, 8, 30, tzinfo=UTC)
+    assert first.updated == datetime(2026, 11, 19, 11, 0, tzinfo=UTC)
+    assert first.dated
+    assert second.link == "https://news.example.com/a/2"
+    assert second.text == "Only text\nsecond line & more."
+    assert "&amp;" in second.content_html and "<br>" in second.content_html
+    assert second.title == "Only text second line & more."  # no title: the text stands in
+    assert second.published == NOW  # a date far in the future is clamped
+    assert second.author == "Desk"  # the feed's authors, when the item has none
+    assert third.text == "Just a summary." and third.dated is False and third.published == NOW
+    assert feed.warning == "skipped 1 malformed item"
+    assert first.content_hash == hashlib.sha256(("First JSON item\n" + first.text).encode()).hexdigest()
+
+
+def test_json_feed_10_author_and_detection_without_content_type() -> None:
+    data = {
+        "version": "https://jsonfeed.org/version/1",
+        "title": "One Oh",
+        "items": [{"id": "1", "title": "t", "content_text": "x", "author": {"name": "Solo"}}],
+    }
+    feed = parse(b"\xef\xbb\xbf  \n" + json_body(data))  # BOM and whitespace, no headers
+    assert feed.entries[0].author == "Solo"
+
+
+def test_json_feed_max_entries() -> None:
+    data = {"version": "https://jsonfeed.org/version/1.1", "items": [{"id": str(i), "title": f"t{i}"} for i in range(50)]}
+    feed = parse(json_body(data), max_entries=5)
+    assert [e.key for e in feed.entries] == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "message"),
+    [
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": [', None, "JSON error: Expecting value at line 1"),
+        (b"not json at all", {"Content-Type": "application/feed+json"}, "JSON error"),
+        (b'{"items": []}', {"Content-Type": "application/json"}, "not a feed: JSON without a JSON Feed version"),
+        (b'["a"]', {"Content-Type": "application/json"}, "not a feed: JSON list"),
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": {}}', None, "items are not a list"),
+        (b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"}, "JSON error"),
+        (b'{"version": 1, "n": ' + b"9" * 5000 + b"}", None, "JSON error"),
+    ],
+    ids=["truncated", "garbage", "other-json", "array", "items-object", "deep-nesting", "huge-number"],
+)
+def test_broken_json_feeds(body: bytes, headers: dict[str, str] | None, message: str) -> None:
+    with pytest.raises(ParseError) as caught:
+        parse(body, headers=headers)
+    assert message in caught.value.message
+
+
+def test_json_feed_hostile_strings_are_cleaned() -> None:
+    data = {
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": "Bad\u0000 \ud800title",
+        "items": [{"id": "x\u0000y", "title": "T\u0007itle", "content_text": "a\ud800b", "url": "javascript:alert(1)"}],
+    }
+    feed = parse(json_body(data))
+    (entry,) = feed.entries
+    assert feed.title == "Bad title"
+    assert (entry.key, entry.title, entry.text, entry.link) == ("xy", "Title", "ab", None)
+
+
+def test_xml_sent_as_json_is_still_read_as_xml() -> None:
+    assert parse(RSS2, headers={"Content-Type": "application/json"}).title == "World & Co"

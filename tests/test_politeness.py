@@ -14,12 +14,17 @@ from aggregator.politeness import (
     avoid_skipped,
     cache_lifetime,
     error_delay,
+    error_wait,
+    feed_bounds,
+    hints_from_json,
+    hints_to_json,
     next_check_after_error,
     next_check_after_success,
     parse_skip_days,
     parse_skip_hours,
     poll_interval,
     retry_after,
+    stop_reason,
     syndication_seconds,
 )
 
@@ -123,3 +128,32 @@ def test_retry_after_is_a_floor_on_error_back_off() -> None:
     short = next_check_after_error(1, 1, BOUNDS, NOW, wait=1)
     assert short - NOW == timedelta(seconds=error_delay(1, 1, BOUNDS))
     assert next_check_after_error(1, 1, BOUNDS, NOW, wait=10**9) == NOW + timedelta(days=7)
+
+
+def test_feed_bounds_override_the_settings() -> None:
+    assert feed_bounds(1800, 300, 86400) == Bounds(1800, 300, 86400)
+    assert feed_bounds(1800, 300, 86400, feed_minimum=60, feed_maximum=600) == Bounds(1800, 60, 600)
+    # A feed's own bound wins over the settings' other one.
+    assert feed_bounds(1800, 300, 86400, feed_minimum=2 * 86400) == Bounds(1800, 2 * 86400, 2 * 86400)
+    assert feed_bounds(1800, 300, 86400, feed_maximum=120) == Bounds(1800, 120, 120)
+
+
+def test_hints_survive_the_round_trip_through_storage() -> None:
+    hints = Hints(ttl_minutes=90, skip_hours=frozenset({0, 23}), skip_days=frozenset({6}),
+                  update_period="daily", update_frequency=3)
+    assert hints_from_json(hints_to_json(hints)) == hints
+    assert hints_to_json(Hints()) is None
+    for broken in (None, "", "not json", "[]", '{"ttl": "x", "skip_hours": [99, true, 3], "period": 5}'):
+        assert hints_from_json(broken) in (Hints(), Hints(skip_hours=frozenset({3})))
+
+
+def test_retry_after_counts_on_429_and_503_only() -> None:
+    headers = {"retry-after": "600"}
+    assert error_wait(429, headers, NOW) == error_wait(503, headers, NOW) == 600.0
+    assert error_wait(500, headers, NOW) is None and error_wait(None, headers, NOW) is None
+    assert error_wait(429, {}, NOW) is None
+
+
+def test_410_stops_polling() -> None:
+    assert stop_reason(410) == "410 Gone: the publisher removed this feed; polling stopped"
+    assert stop_reason(404) is None and stop_reason(None) is None

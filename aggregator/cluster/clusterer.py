@@ -3,7 +3,33 @@
 See the package docstring (``aggregator/cluster/__init__.py``) for the theory of operation.
 This module holds the state and the decision rule; text features are in ``features``,
 datasketch in ``sketch``. It does no I/O and reads no clock: time comes only from the
-articles' ``published`` values.
+articles' ``published`` values (the one exception: a shared candidate index lives in Redis,
+behind ``sketch.CandidateIndex``).
+
+Several workers, one index
+--------------------------
+With ``storage_config={"type": "redis", ...}`` the LSH index is shared by every worker and
+survives restarts; everything else stays per process and is *derived* from the database:
+the articles held in the window with their vectors, shingles and fingerprints, the IDF
+counts, the story centroids. That split is deliberate:
+
+* the LSH index is the one part that is costly to rebuild (~100-150 us an article in
+  memory, a few hundred thousand articles in a 72 h window at scale) and that is pure
+  data (keys and band hashes), the same for every process, written once per article;
+* the rest changes on every article (IDF counts move with the window, centroids with
+  every join, merges fold stories) and must be identical in every worker for the result
+  not to depend on the worker that decided. Keeping it in Redis would make every decision
+  dozens of round trips and need cross-process transactions; deriving it from the stored
+  assignments is cheap (no MinHash to recompute: the signatures are stored) and exact,
+  because ``restore`` replays the same ``add`` in ``cluster_seq`` order.
+
+So :meth:`add` writes an article to the index only when it is decided here (or when the
+index is local); :meth:`restore` of a shared index leaves the index alone (the worker that
+decided the article wrote it); pruning removes expired articles from the shared index too
+(idempotent: every worker prunes the same articles at the same clock, and passes are
+serialised by the database); :meth:`reconcile_index` repairs the shared index after a full
+rebuild (entries of articles no longer held go, held articles missing from it are added:
+a Redis that lost its data, a pass that rolled back).
 """
 
 from __future__ import annotations
@@ -206,8 +232,42 @@ class Clusterer:
                 out.append(c["story"])
         return tuple(sorted(out))
 
-    def add(self, prepared: Prepared, story_id: int) -> None:
-        """Commit the article into ``story_id`` (creating the story's state if needed)."""
+    @property
+    def shared(self) -> bool:
+        """True when the candidate index is shared (Redis) rather than in this process."""
+        return self._index.shared
+
+    def close(self) -> None:
+        """Release the candidate index's connections (a shared index keeps its entries)."""
+        self._index.close()
+
+    def index_intact(self) -> bool:
+        """False when a shared index lost its data (Redis flushed): rebuild and reconcile."""
+        return self._index.intact()
+
+    def story_ids(self) -> list[int]:
+        """The stories held (those with an article in the window)."""
+        return list(self._stories)
+
+    def reconcile_index(self) -> tuple[int, int]:
+        """Make a shared index hold exactly the articles held here; (added, removed)."""
+        if not self._index.shared:
+            return 0, 0
+        self._index.pin()
+        present = self._index.keys()
+        extra = [key for key in present if key not in self._articles]
+        missing = [aid for aid in self._articles if aid not in present]
+        for key in extra:
+            self._index.remove(key)
+        for aid in missing:
+            self._index.insert(aid, self._articles[aid].sketch)
+        return len(missing), len(extra)
+
+    def add(self, prepared: Prepared, story_id: int, *, index: bool = True) -> None:
+        """Commit the article into ``story_id`` (creating the story's state if needed).
+
+        ``index=False`` leaves the candidate index alone (the article is already in a
+        shared index: see the module docstring)."""
         doc = prepared.doc
         if doc.id in self._articles:
             raise ValueError(f"article {doc.id} is already indexed")
@@ -244,7 +304,8 @@ class Clusterer:
         art = _Article(doc.id, story_id, t, vec, f.shingles, f.fingerprint, prepared.sketch)
         self._articles[doc.id] = art
         self._fingerprints.setdefault(f.fingerprint, doc.id)
-        self._index.insert(doc.id, prepared.sketch)
+        if index:
+            self._index.insert(doc.id, prepared.sketch)
         heapq.heappush(self._expiry, (t, doc.id))
         self._prune()
 
@@ -299,7 +360,7 @@ class Clusterer:
         sketch = None
         if signature is not None and (params is None or params == self.settings.signature_params()):
             sketch = self._sketcher.from_bytes(signature)
-        self.add(self._prepare(doc, sketch), story_id)
+        self.add(self._prepare(doc, sketch), story_id, index=not self._index.shared)
 
     # ------------------------------------------------------------------ scoring
 

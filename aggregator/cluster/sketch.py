@@ -25,10 +25,30 @@ datasketch 2.0 pitfalls handled here
 The storage is chosen by a plain dict, as in datasketch itself: ``None`` or
 ``{"type": "dict"}`` keeps the index in this process; ``{"type": "redis", "redis":
 {...}, "basename": b"..."}`` shares it between workers.
+
+The shared (Redis) index
+------------------------
+The index is datasketch's own ``MinHashLSH`` over its own Redis storage: the same keys
+(``<basename>_keys``, ``<basename>_bucket_<band>``), the same pickled keys, so a plain
+``MinHashLSH(storage_config=...)`` opened on the basename sees every entry. Three things
+are added on top, all on that layout:
+
+* **Pinned parameters.** ``<basename>_params`` holds the sketch tag, the threshold and the
+  bands the index was built with; it is written once (``SET NX``) and an index opened with
+  other parameters is refused (:class:`IndexMismatchError`): signatures of different
+  schemes, seeds or sizes, or other bands, would silently never collide.
+* **One round trip per operation.** datasketch's Redis storage issues a command per band
+  (64 bands: ~130 commands an insert, ~200 a remove); here a query is one ``SUNION`` of the
+  band buckets and an insert or remove is one Lua script, atomic, with datasketch's layout.
+* **Idempotent writes.** Inserting a key that is already indexed first removes its old band
+  entries (a clustering pass that rolled back after writing to Redis leaves nothing stale
+  behind when the article is clustered again); removing an absent key does nothing, so
+  every worker can prune the same expired article.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -107,25 +127,158 @@ class Sketcher:
         return Sketch(m)
 
 
+class IndexMismatchError(ValueError):
+    """A shared index was built with other MinHash or LSH parameters than these."""
+
+
+# KEYS: none (the names are computed); ARGV: pickled key, keys-hash name, key's list,
+# then (bucket-table name, band hash) per band. Removes an earlier entry of the key first.
+_INSERT = """
+local k, kname, rk = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('LRANGE', rk, 0, -1)
+for i, h in ipairs(old) do
+  local name = ARGV[2 + 2 * i]
+  if name then
+    local bucket = name .. h
+    redis.call('SREM', bucket, k)
+    if redis.call('EXISTS', bucket) == 0 then redis.call('HDEL', name, h) end
+  end
+end
+redis.call('DEL', rk)
+redis.call('HSET', kname, k, rk)
+local n = (#ARGV - 3) / 2
+local hs = {}
+for i = 1, n do
+  local name, h = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local bucket = name .. h
+  redis.call('HSET', name, h, bucket)
+  redis.call('SADD', bucket, k)
+  hs[i] = h
+end
+redis.call('RPUSH', rk, unpack(hs))
+return n
+"""
+
+# ARGV: pickled key, keys-hash name, key's list, then the bucket-table name per band.
+_REMOVE = """
+local k, kname, rk = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('LRANGE', rk, 0, -1)
+for i, h in ipairs(old) do
+  local name = ARGV[3 + i]
+  if name then
+    local bucket = name .. h
+    redis.call('SREM', bucket, k)
+    if redis.call('EXISTS', bucket) == 0 then redis.call('HDEL', name, h) end
+  end
+end
+redis.call('HDEL', kname, k)
+redis.call('DEL', rk)
+return #old
+"""
+
+
 class CandidateIndex:
-    """A MinHashLSH over article keys, with optional external storage."""
+    """A MinHashLSH over article keys, in this process or shared in Redis (see the module docstring)."""
 
     def __init__(
         self, params: SketchParams, threshold: float, storage_config: dict[str, Any] | None = None
     ) -> None:
         config = dict(storage_config) if storage_config else {"type": "dict"}
+        self.shared = config["type"] == "redis"
+        if self.shared and not config.get("basename"):
+            raise ValueError("a shared (Redis) index needs a basename")
         self._lsh = MinHashLSH(threshold=threshold, num_perm=params.num_perm, storage_config=config)
         self.bands = (self._lsh.b, self._lsh.r)
+        self.pinned = f"{params.tag()};threshold={threshold!r};bands={self._lsh.b}x{self._lsh.r}"
+        if self.shared:
+            keys = self._lsh.keys
+            self._redis: Any = keys._redis  # type: ignore[attr-defined]  # datasketch's own client
+            self._keys_name: bytes = keys._name  # type: ignore[attr-defined]
+            self._tables: list[bytes] = [t._name for t in self._lsh.hashtables]  # type: ignore[attr-defined]
+            self._params_key = bytes(config["basename"]) + b"_params"
+            self._insert_script = self._redis.register_script(_INSERT)
+            self._remove_script = self._redis.register_script(_REMOVE)
+            try:
+                self.pin()
+            except BaseException:
+                self.close()
+                raise
+
+    # ------------------------------------------------------------------ shared index
+
+    def pin(self) -> None:
+        """Record this index's parameters in Redis, or refuse parameters that differ."""
+        self._redis.set(self._params_key, self.pinned.encode(), nx=True)
+        stored = self._redis.get(self._params_key)
+        if stored is not None and stored.decode() != self.pinned:
+            raise IndexMismatchError(
+                f"the shared index {self._params_key[:-7].decode(errors='replace')!r} was built with "
+                f"{stored.decode(errors='replace')}, these settings need {self.pinned}: use another index "
+                "name (or database) or delete the old index"
+            )
+
+    def close(self) -> None:
+        """Close the Redis connections of a shared index (datasketch opens one client per band)."""
+        if not self.shared:
+            return
+        for storage in (self._lsh.keys, *self._lsh.hashtables):
+            client = storage._redis  # type: ignore[attr-defined]
+            storage._buffer.reset()  # type: ignore[attr-defined]
+            client.close()
+            client.connection_pool.disconnect()
+
+    def intact(self) -> bool:
+        """False when the shared index lost its data (Redis flushed or restarted empty)."""
+        return not self.shared or bool(self._redis.exists(self._params_key))
+
+    def keys(self) -> set[Hashable]:
+        if not self.shared:
+            return set(self._lsh.keys.keys())
+        return {pickle.loads(k) for k in self._redis.hkeys(self._keys_name)}
+
+    def clear(self) -> None:
+        """Delete the whole shared index (tests, benchmarks, operators starting afresh)."""
+        if self.shared:
+            prefix = self._params_key[:-7]
+            for name in [*self._redis.scan_iter(match=prefix + b"_*", count=1000)]:
+                self._redis.delete(name)
+
+    def _hashes(self, sketch: Sketch) -> list[bytes]:
+        values = sketch._m.hashvalues
+        return [self._lsh._H(values[start:end]) for start, end in self._lsh.hashranges]
+
+    # ------------------------------------------------------------------ operations
 
     def insert(self, key: Hashable, sketch: Sketch) -> None:
-        self._lsh.insert(key, sketch._m, check_duplication=False)
+        if not self.shared:
+            self._lsh.insert(key, sketch._m, check_duplication=False)
+            return
+        k = pickle.dumps(key)
+        args: list[bytes] = [k, self._keys_name, self._keys_name + k]
+        for name, h in zip(self._tables, self._hashes(sketch), strict=True):
+            args += [name, h]
+        self._insert_script(args=args)
 
     def query(self, sketch: Sketch) -> list[Hashable]:
-        return self._lsh.query(sketch._m)
+        if not self.shared:
+            return self._lsh.query(sketch._m)
+        buckets = [name + h for name, h in zip(self._tables, self._hashes(sketch), strict=True)]
+        return [pickle.loads(k) for k in self._redis.sunion(buckets)]
 
     def remove(self, key: Hashable) -> None:
-        if key in self._lsh:
-            self._lsh.remove(key)
+        if not self.shared:
+            if key in self._lsh:
+                self._lsh.remove(key)
+            return
+        k = pickle.dumps(key)
+        self._remove_script(args=[k, self._keys_name, self._keys_name + k, *self._tables])
 
     def __contains__(self, key: Hashable) -> bool:
-        return key in self._lsh
+        if not self.shared:
+            return key in self._lsh
+        return bool(self._redis.hexists(self._keys_name, pickle.dumps(key)))
+
+    def __len__(self) -> int:
+        if not self.shared:
+            return len(self._lsh.keys.keys())
+        return int(self._redis.hlen(self._keys_name))

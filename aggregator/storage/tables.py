@@ -75,6 +75,13 @@ class FeedRow(Base):
     next_check_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Per-feed polling bounds (seconds) overriding the settings' when set.
+    min_interval: Mapped[int | None] = mapped_column(Integer)
+    max_interval: Mapped[int | None] = mapped_column(Integer)
+    # Why polling stopped (410 Gone); due_feeds skips the feed while set.
+    stopped: Mapped[str | None] = mapped_column(Text)
+    # The last document's polling hints (JSON: ttl, skipHours/Days, sy:), kept across 304s.
+    poll_hints: Mapped[str | None] = mapped_column(Text)
 
 
 class StoryRow(Base):

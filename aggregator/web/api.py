@@ -86,6 +86,9 @@ def feed_json(feed: Feed) -> dict[str, Any]:
         "error_count": feed.error_count,
         "last_error": feed.last_error,
         "article_count": feed.article_count,
+        "min_interval": feed.min_interval,
+        "max_interval": feed.max_interval,
+        "stopped": feed.stopped,
     }
 
 

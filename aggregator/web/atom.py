@@ -117,7 +117,7 @@ def _story_feed(story_id: int, fmt: publish.Format) -> BaseResponse:
     page = common.int_arg("page", 1)
     per_page = common.settings().feed_max_entries
     store = common.storage()
-    record = store.story_record(story_id)  # no articles: enough to validate
+    record = store.story_record(story_id, sources=False)  # no articles: enough to validate
     if record is None:
         abort(404, description=f"There is no story {story_id}.")
     if record.merged_into is not None:
@@ -197,7 +197,8 @@ def _river_feed(fmt: publish.Format) -> BaseResponse:
         if feed is None:
             abort(404, description=f"There is no feed {flt.feed_id}.")
         feed_name = common.feed_name(feed)
-    listed = store.find_stories(flt, limit=per_page, offset=(page - 1) * per_page)
+    # Sources and summaries are not used here: the rendering reads each story whole.
+    listed = store.find_stories(flt, limit=per_page, offset=(page - 1) * per_page, details=False)
     pages = publish.page_count(listed.total, per_page)
     if page > pages:
         _no_such_page(page, pages)

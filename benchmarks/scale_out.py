@@ -1,0 +1,276 @@
+"""Scale-out benchmark: synthetic articles stored and clustered through PostgreSQL and the
+shared Redis index by 1, 2 and 4 worker processes.
+
+    .venv/bin/python benchmarks/scale_out.py                 # default size, a few minutes
+    .venv/bin/python benchmarks/scale_out.py --articles 100000 --workers 1 2 4
+    .venv/bin/python benchmarks/scale_out.py --fast          # CI: well under 60 s
+
+Each run starts from an empty database (schema dropped; a dedicated database
+``aggregator_bench`` by default, created when absent) and a fresh index name in Redis
+database 13. The articles come from a generator with realistic lengths (titles 6-14
+words, bodies 40-400 words, Zipf-distributed vocabulary), grouped in events: a known
+share are near-duplicates (a wire copy with a few words changed) and same-event
+rewrites (other wording, the event's key terms), the rest stand alone. They are spread
+over feeds; each feed delivers its articles in batches ("fetches"). Workers run the
+real code path: claim due feeds (``FOR UPDATE SKIP LOCKED`` + lease), store the batch
+(``save_entries`` with the feed's state, one transaction), cluster what is pending
+(``cluster_pending``: advisory lock, catch-up, Redis index). No HTTP: fetching scales
+with the number of workers trivially and would only measure the network.
+
+Printed per worker count: articles per second (wall clock, all workers), the peak
+memory (RSS) of each worker, Redis memory per indexed article (INFO used_memory
+after minus before, divided by the index entries), database size per article
+(pg_database_size after minus before, divided by the articles), and stories found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import resource
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/aggregator_bench"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- synthetic articles
+
+
+@dataclass(frozen=True)
+class Item:
+    feed: int
+    key: str
+    title: str
+    text: str
+    published: datetime
+
+
+def _vocabulary(rng: random.Random, size: int) -> list[str]:
+    consonants, vowels = "bcdfghklmnprstvz", "aeiou"
+    words = set()
+    while len(words) < size:
+        n = rng.randint(2, 4)
+        words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(n)))
+    return sorted(words)
+
+
+def generate(n: int, feeds: int, seed: int = 7, dup_share: float = 0.15, rewrite_share: float = 0.35) -> list[Item]:
+    """``n`` articles over ``feeds`` feeds and ~n/8 hours; ``dup_share`` are near-duplicates
+    of an earlier article, ``rewrite_share`` other outlets' rewrites of an earlier event."""
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng, 20000)
+    weights = [1.0 / (rank + 1) ** 1.05 for rank in range(len(vocab))]
+    names = [w.capitalize() for w in rng.sample(vocab, 3000)]
+
+    def words(k: int) -> list[str]:
+        return rng.choices(vocab, weights=weights, k=k)
+
+    events: list[tuple[list[str], list[str]]] = []  # (key terms, names)
+    items: list[Item] = []
+    span = timedelta(minutes=n / 8.0)  # ~8 articles a minute: tens of thousands of feeds
+    for i in range(n):
+        published = START + span * (i / max(1, n))
+        roll = rng.random()
+        feed = rng.randrange(feeds)
+        if items and roll < dup_share:
+            original = items[rng.randrange(max(0, len(items) - 200), len(items))]
+            body = original.text.split()
+            for _ in range(max(1, len(body) // 40)):
+                body[rng.randrange(len(body))] = rng.choice(vocab)
+            items.append(Item(feed, f"a{i}", original.title, " ".join(body), published))
+            continue
+        if events and roll < dup_share + rewrite_share:
+            terms, who = events[rng.randrange(max(0, len(events) - 100), len(events))]
+        else:
+            terms, who = rng.sample(vocab[200:], 8), rng.sample(names, 2)
+            events.append((terms, who))
+        length = int(min(400, max(40, rng.lognormvariate(4.6, 0.6))))
+        body = words(length) + terms * 2 + who
+        rng.shuffle(body)
+        title = " ".join(rng.sample(terms, 4) + words(rng.randint(2, 10)))
+        items.append(Item(feed, f"a{i}", title.capitalize(), " ".join(body), published))
+    return items
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _entries(batch: list[Item]):  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from aggregator.models import ParsedEntry
+
+    return [
+        ParsedEntry(
+            key=item.key, title=item.title, link=f"https://outlet{item.feed}.example/{item.key}",
+            summary=item.text[:300], content_html="", text=item.text, author=None,
+            published=item.published, updated=item.published,
+            content_hash=hashlib.sha256(item.text.encode()).hexdigest(),
+        )
+        for item in batch
+    ]
+
+
+def worker(args: tuple[str, str, str, list[list[list[Item]]], mp.Array, int]) -> tuple[int, int, float]:
+    """Claim, store, cluster until no feed is due and nothing is pending; returns
+    (articles stored, peak RSS in KiB, seconds spent clustering)."""
+    database_url, index_url, index_name, batches, progress, fetch_batch = args
+    from aggregator.cluster import ClusterSettings
+    from aggregator.config import Settings
+    from aggregator.coordination import index_storage_config
+    from aggregator.ingest import ClusterEngine, cluster_pending
+    from aggregator.models import FeedState
+    from aggregator.storage import Storage
+
+    settings = Settings(database_url=database_url, feeds_per_tick=fetch_batch)
+    storage = Storage(database_url)
+    engine = ClusterEngine(ClusterSettings.from_settings(settings), index_storage_config(index_url, index_name))
+    stored = 0
+    clustering = 0.0
+    idle = 0
+    while idle < 3:
+        now = datetime.now(UTC)
+        claimed = storage.claim_due_feeds(now, fetch_batch, lease_seconds=600)
+        for feed in claimed:
+            index = feed.id - 1
+            with progress.get_lock():
+                step = progress[index]
+                progress[index] = step + 1
+            batch = batches[index][step] if step < len(batches[index]) else []
+            more = step + 1 < len(batches[index])
+            state = FeedState(etag=None, last_modified=None, last_fetched_at=now, last_success_at=now,
+                              next_check_at=now if more else now + timedelta(days=1), error_count=0,
+                              last_error=None)
+            with storage.batch():
+                storage.save_entries(feed.id, _entries(batch), source=f"Outlet {feed.id}", fetched_at=now)
+                storage.save_feed_state(feed.id, state)
+            stored += len(batch)
+        started = time.perf_counter()
+        report = cluster_pending(storage, engine)
+        clustering += time.perf_counter() - started
+        idle = idle + 1 if not claimed and not report.clustered else 0
+        if not claimed:
+            time.sleep(0.05)
+    engine.close()
+    storage.close()
+    return stored, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, clustering
+
+
+def run(items: list[Item], feeds: int, workers: int, database_url: str, index_url: str,
+        per_fetch: int) -> dict[str, float]:
+    import redis
+    from sqlalchemy import create_engine, text
+
+    from aggregator.cluster.sketch import CandidateIndex, SketchParams
+    from aggregator.coordination import index_storage_config
+    from aggregator.storage import Storage
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    storage = Storage(database_url)
+    storage.upgrade()
+    for n in range(feeds):
+        storage.add_feed(f"https://outlet{n}.example/rss", now=START)
+    with engine.connect() as conn:
+        db_before = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+    # Fetch r of a feed brings its articles of the r-th poll period (so arrival follows time, as
+    # with real polling); periods are sized so that a fetch brings ``per_fetch`` articles on average.
+    period = (items[-1].published - items[0].published) / max(1, len(items) // (feeds * per_fetch))
+    rounds = int((items[-1].published - items[0].published) / period) + 1
+    batches: list[list[list[Item]]] = [[[] for _ in range(rounds)] for _ in range(feeds)]
+    for item in items:
+        batches[item.feed][min(rounds - 1, int((item.published - items[0].published) / period))].append(item)
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    config = index_storage_config(index_url, name)
+    assert config is not None
+    client = redis.Redis(**config["redis"])  # type: ignore[arg-type]
+    redis_before = client.info("memory")["used_memory"]
+    context = mp.get_context("fork")  # the batches and the progress counters are inherited
+    progress = context.Array("i", feeds)
+    queue = context.Queue()
+    job = (database_url, index_url, name, batches, progress, 4)
+    processes = [context.Process(target=lambda: queue.put(worker(job))) for _ in range(workers)]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    results = [queue.get() for _ in processes]
+    seconds = time.perf_counter() - started
+    for process in processes:
+        process.join()
+    index = CandidateIndex(SketchParams(), 0.1, config)
+    entries = len(index)
+    redis_after = client.info("memory")["used_memory"]
+    with engine.connect() as conn:
+        db_after = conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+        articles, duplicates, pending = conn.execute(text(
+            "SELECT count(*), count(*) - count(DISTINCT (feed_id, key)), count(*) FILTER (WHERE NOT clustered) "
+            "FROM articles")).one()
+    counts = storage.counts()
+    index.clear()
+    index.close()
+    client.close()
+    storage.close()
+    engine.dispose()
+    assert articles == len(items) and duplicates == 0 and pending == 0, (articles, duplicates, pending)
+    return {
+        "workers": workers,
+        "articles": articles,
+        "seconds": seconds,
+        "articles_per_s": articles / seconds,
+        "rss_mib_per_worker": max(r[1] for r in results) / 1024,
+        "cluster_s_per_worker": max(r[2] for r in results),
+        "index_entries": entries,
+        "redis_bytes_per_entry": (redis_after - redis_before) / max(1, entries),
+        "db_bytes_per_article": (db_after - db_before) / max(1, articles),
+        "stories": counts["stories"],
+    }
+
+
+def _ensure_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).first():
+            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--articles", type=int, default=6000)
+    parser.add_argument("--feeds", type=int, default=200)
+    parser.add_argument("--per-fetch", type=int, default=5, help="articles a feed delivers per fetch, on average")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument("--index-url", default=DEFAULT_REDIS)
+    parser.add_argument("--fast", action="store_true", help="CI: 900 articles, under 60 s")
+    args = parser.parse_args()
+    if args.fast:
+        args.articles, args.feeds = 900, 20
+    _ensure_database(args.database_url)
+    items = generate(args.articles, args.feeds)
+    print(f"{len(items)} synthetic articles over {args.feeds} feeds, ~{args.per_fetch} per fetch; "
+          f"PostgreSQL {args.database_url.split('@')[-1]}, Redis {args.index_url}")
+    print("| workers | articles | seconds | articles/s | RSS MiB/worker | cluster s/worker | index entries "
+          "| Redis B/entry | DB B/article | stories |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for workers in args.workers:
+        r = run(items, args.feeds, workers, args.database_url, args.index_url, args.per_fetch)
+        print(f"| {r['workers']} | {r['articles']} | {r['seconds']:.1f} | {r['articles_per_s']:.0f} | "
+              f"{r['rss_mib_per_worker']:.0f} | {r['cluster_s_per_worker']:.1f} | {r['index_entries']} | "
+              f"{r['redis_bytes_per_entry']:.0f} | {r['db_bytes_per_article']:.0f} | {r['stories']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
