@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib import resources
@@ -447,6 +448,23 @@ def cmd_cleanup(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     return EXIT_OK
 
 
+def cmd_index_rebuild(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Rebuild this process's view of the clustering index from the stored
+    signatures, and reconcile a shared (Redis) index with the database: entries
+    of articles that left the window are removed, missing ones added."""
+    storage = open_storage(settings)
+    engine = make_engine(settings)
+    started = time.perf_counter()
+    with Progress(None, "rebuilding the index") as bar:
+        count = engine.rebuild(storage, on_progress=bar.advance)
+    print(
+        f"index rebuilt from {count} stored articles of the clustering window "
+        f"({len(engine.clusterer)} held) in {time.perf_counter() - started:.1f} s",
+        file=out,
+    )
+    return EXIT_OK
+
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     storage = Storage(settings.database_url)
     storage.upgrade()
@@ -731,6 +749,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "cleanup", help="remove articles older than retention_days now, and do database maintenance"
     ).set_defaults(func=cmd_cleanup)
+
+    index = commands.add_parser("index", help="the clustering index").add_subparsers(
+        dest="index_command", required=True, metavar="ACTION"
+    )
+    index.add_parser(
+        "rebuild", help="rebuild from the stored signatures (and reconcile a shared Redis index)"
+    ).set_defaults(func=cmd_index_rebuild)
 
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"

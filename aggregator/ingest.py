@@ -410,7 +410,7 @@ class ClusterEngine:
     def close(self) -> None:
         self.clusterer.close()
 
-    def rebuild(self, storage: Storage) -> int:
+    def rebuild(self, storage: Storage, on_progress: Callable[[int], None] | None = None) -> int:
         """Load every stored article of the clustering window, oldest first."""
         self.clusterer.close()
         self.clusterer = Clusterer(self.settings, self.storage_config)
@@ -428,6 +428,8 @@ class ClusterEngine:
                     document(article), article.story_id, signature.hashvalues, signature.params
                 )
             count += 1
+            if on_progress is not None:
+                on_progress(1)
         self.clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
         return count
 

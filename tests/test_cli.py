@@ -74,6 +74,12 @@ def test_import_export_update_and_stories_export(db: Path, monkeypatch: pytest.M
     assert any(len({a["source"] for a in s["articles"]}) >= 3 for s in stories)
 
 
+def test_index_rebuild(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(["run", "--demo", "--once"], db, monkeypatch)
+    code, out = run(["index", "rebuild"], db, monkeypatch)
+    assert code == 0 and "index rebuilt from 75 stored articles" in out and "\r" not in out
+
+
 def test_update_exits_zero_when_feeds_fail(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     broken = tmp_path / "broken.xml"
     broken.write_text("<html><body>502 Bad Gateway</body></html>")
