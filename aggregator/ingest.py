@@ -420,18 +420,20 @@ class ClusterEngine:
             since = latest - timedelta(hours=self.settings.window_hours * 2)
         count = 0
         for article, signature in storage.clustered_articles(since=since):
-            assert article.story_id is not None
-            if signature is None:
-                self.clusterer.restore(document(article), article.story_id)
-            else:  # a signature made with other LSH parameters is recomputed
-                self.clusterer.restore(
-                    document(article), article.story_id, signature.hashvalues, signature.params
-                )
+            self._restore(article, signature)
             count += 1
             if on_progress is not None:
                 on_progress(1)
         self.clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
         return count
+
+    def _restore(self, article: Article, signature: StoredSignature | None) -> None:
+        """Re-add one stored article; a signature made with other LSH parameters is recomputed."""
+        assert article.story_id is not None
+        if signature is None:
+            self.clusterer.restore(document(article), article.story_id)
+        else:
+            self.clusterer.restore(document(article), article.story_id, signature.hashvalues, signature.params)
 
     def catch_up(self, storage: Storage, merged: bool) -> int:
         """Follow what other processes clustered since this engine's last pass,
@@ -447,11 +449,7 @@ class ClusterEngine:
                 self.clusterer.merge(survivor, sorted(others))
         count = 0
         for article, signature in storage.clustered_articles(after_seq=self.seq):
-            assert article.story_id is not None
-            if signature is None:
-                self.clusterer.restore(document(article), article.story_id)
-            else:
-                self.clusterer.restore(document(article), article.story_id, signature.hashvalues, signature.params)
+            self._restore(article, signature)
             count += 1
         return count
 

@@ -545,10 +545,26 @@ def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | 
 
     published = _clamp(_utc(_get(raw, "published_parsed")), now)
     updated = _clamp(_utc(_get(raw, "updated_parsed")), now)
+    return _normalised_entry(key, title, link, summary, content_html, text, author, published, updated, now)
+
+
+def _normalised_entry(
+    key: str,
+    title: str,
+    link: str | None,
+    summary: str,
+    content_html: str,
+    text: str,
+    author: str | None,
+    published: datetime | None,
+    updated: datetime | None,
+    now: datetime,
+) -> ParsedEntry:
+    """The entry, with the date rules shared by every format: a missing
+    ``published`` falls back to ``updated`` and then to ``now`` (and the entry
+    is marked undated), a missing ``updated`` to ``published``."""
     dated = published is not None or updated is not None
     published = published or updated or now
-    updated = updated or published
-
     return ParsedEntry(
         key=key,
         title=title,
@@ -558,7 +574,7 @@ def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | 
         text=text,
         author=author,
         published=published,
-        updated=updated,
+        updated=updated or published,
         content_hash=_sha256(title + "\n" + text),
         dated=dated,
     )
@@ -723,22 +739,7 @@ def _json_entry(item: Mapping[str, Any], *, url: str, now: datetime, feed_author
     author = truncate(_json_authors(item) or feed_author, AUTHOR_LENGTH) or None
     published = _json_date(item.get("date_published"), now)
     updated = _json_date(item.get("date_modified"), now)
-    dated = published is not None or updated is not None
-    published = published or updated or now
-    updated = updated or published
-    return ParsedEntry(
-        key=key,
-        title=title,
-        link=link,
-        summary=summary,
-        content_html=content_html,
-        text=text,
-        author=author,
-        published=published,
-        updated=updated,
-        content_hash=_sha256(title + "\n" + text),
-        dated=dated,
-    )
+    return _normalised_entry(key, title, link, summary, content_html, text, author, published, updated, now)
 
 
 def parse_json_feed(body: bytes, *, url: str, now: datetime, max_entries: int = 1000) -> ParsedFeed:

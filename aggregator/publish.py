@@ -252,9 +252,14 @@ def hub_url(base_url: str) -> str:
     return base_url.rstrip("/") + HUB_PATH
 
 
+def link_header(hub: str, topic: str) -> str:
+    """The HTTP ``Link`` header that names the hub and the topic (WebSub 4), on
+    feed responses and on content distributions."""
+    return f'<{hub}>; rel="hub", <{topic}>; rel="self"'
+
+
 def hub_link_header(base_url: str, topic_url: str) -> str:
-    """The HTTP ``Link`` header that names the hub and the topic (WebSub 4)."""
-    return f'<{hub_url(base_url)}>; rel="hub", <{topic_url}>; rel="self"'
+    return link_header(hub_url(base_url), topic_url)
 
 
 def river_title(

@@ -375,9 +375,7 @@ def parse_request(form: Mapping[str, str], *, base_url: str, settings: Settings)
 hub_url = publish.hub_url  # the hub every feed under a base URL advertises (``<link rel="hub">``)
 
 
-def link_header(hub: str, topic: str) -> str:
-    """The ``Link`` header of a content distribution (and of a feed response)."""
-    return f'<{hub}>; rel="hub", <{topic}>; rel="self"'
+link_header = publish.link_header  # the ``Link`` header of a content distribution
 
 
 def signature(secret: str, body: bytes) -> str:

@@ -62,6 +62,7 @@ from aggregator.storage.tables import (
     MetaRow,
     SignatureRow,
     StoryRow,
+    aware_utc,
 )
 from aggregator.storage.websub import WebSubMixin
 
@@ -587,8 +588,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                     unchanged += 1
             if inserts:
                 conn.execute(insert(articles), inserts)
-            for story_id in touched_stories:
-                self._refresh_story(conn, story_id, fetched_at)
+            self._refresh_stories(conn, sorted(touched_stories), fetched_at)
         return SaveCounts(new=new, updated=updated, unchanged=unchanged)
 
     def get_article(self, article_id: int) -> Article | None:
@@ -644,7 +644,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
             value = conn.execute(
                 select(func.max(articles.c.published)).where(articles.c.clustered.is_(True))
             ).scalar()
-            return None if value is None else _aware(value)
+            return aware_utc(value)
 
     def articles_by_url(self, urls: Iterable[str]) -> dict[str, Article]:
         """For each canonical URL, the earliest clustered article stored with it (from any feed)."""
@@ -806,7 +806,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                 .where(or_(stories.c.id.in_(others), stories.c.merged_into.in_(others)))
                 .values(merged_into=into, article_count=0, source_count=0, updated_at=now)
             )
-            self._refresh_story(conn, into, now)
+            self._refresh_stories(conn, [into], now)
             if by is not None:
                 conn.execute(
                     insert(corrections),
@@ -921,8 +921,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                     note=f"clustering had decided: {row.signal or 'unknown'}{score}",
                 )
             )
-            self._refresh_story(conn, source_story, now)
-            self._refresh_story(conn, int(new_story), now)
+            self._refresh_stories(conn, [source_story, int(new_story)], now)
             self._bump_generation(conn)
             return int(new_story)
 
@@ -967,9 +966,12 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
         )
 
     def _refresh_stories(self, conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
-        """``_refresh_story`` for many stories: per chunk one aggregate query, one
-        headline query and one executemany UPDATE, instead of three statements per
-        story (the clustering pass's biggest storage cost before; same results)."""
+        """Recompute the stories' derived columns from their articles: per chunk
+        one aggregate query, one headline query and one executemany UPDATE.
+
+        Headline rule: the title of the story's earliest article (the first
+        report), ties broken by id, so it does not flicker as copies arrive.
+        """
         for chunk in _chunks(list(story_ids)):
             stats = {
                 row[0]: row
@@ -1012,43 +1014,14 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                             "b_sources": row[2],
                             "b_updated": now,
                             "b_headline": headlines.get(story_id),
-                            "b_first": _aware(row[3]),
-                            "b_last": _aware(row[4]),
+                            "b_first": aware_utc(row[3]),
+                            "b_last": aware_utc(row[4]),
                         }
                     )
             if full:
                 conn.execute(_REFRESH_FULL, full)
             if empty:
                 conn.execute(_REFRESH_EMPTY, empty)
-
-    def _refresh_story(self, conn: Connection, story_id: int, now: datetime) -> None:
-        """Recompute a story's derived columns from its articles.
-
-        Headline rule: the title of the story's earliest article (the first
-        report), ties broken by id, so it does not flicker as copies arrive.
-        """
-        stats = conn.execute(
-            select(
-                func.count(),
-                func.count(func.distinct(func.coalesce(articles.c.source, ""))),
-                func.min(articles.c.published),
-                func.max(articles.c.published),
-            ).where(articles.c.story_id == story_id)
-        ).one()
-        headline = conn.execute(
-            select(articles.c.title)
-            .where(articles.c.story_id == story_id)
-            .order_by(articles.c.published, articles.c.id)
-            .limit(1)
-        ).scalar()
-        values: dict[str, Any] = {"article_count": stats[0], "source_count": stats[1], "updated_at": now}
-        if stats[0]:
-            values.update(
-                headline=headline,
-                first_published=_aware(stats[2]),
-                last_published=_aware(stats[3]),
-            )
-        conn.execute(update(stories).where(stories.c.id == story_id).values(**values))
 
     # ------------------------------------------------------------------ stories
 
@@ -1313,15 +1286,6 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
             sources=sources,
             merged_into=row.merged_into,
         )
-
-
-def _aware(value: datetime) -> datetime:
-    # Aggregates bypass the column type on some backends; normalise to aware UTC.
-    from datetime import timezone
-
-    if isinstance(value, str):  # SQLite returns text for min()/max() of DATETIME
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, func, insert, select, text, update
 
-from aggregator.storage.tables import ArticleRow, FeedRow, MetaRow, StoryRow, TombstoneRow
+from aggregator.storage.tables import ArticleRow, FeedRow, MetaRow, StoryRow, TombstoneRow, aware_utc
 
 articles = ArticleRow.__table__
 feeds = FeedRow.__table__
@@ -57,14 +57,6 @@ class Status:
     database_bytes: int | None
 
 
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class OperationsMixin:
     """Retention, maintenance and monitoring figures (see the module docstring)."""
 
@@ -84,7 +76,7 @@ class OperationsMixin:
     def last_tick(self) -> tuple[datetime | None, bool | None]:
         with self._tx() as conn:
             rows = dict(conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(["last_tick_at", "last_tick_ok"]))).all())
-        at = _aware(rows.get("last_tick_at"))
+        at = aware_utc(rows.get("last_tick_at"))
         ok = None if "last_tick_ok" not in rows else rows["last_tick_ok"] == "1"
         return at, ok
 
@@ -167,8 +159,7 @@ class OperationsMixin:
                     != select(func.count()).where(articles.c.story_id == stories.c.id).scalar_subquery(),
                 )
             ).scalars().all()
-            for story_id in touched:
-                self._refresh_story(conn, story_id, now)  # type: ignore[attr-defined]
+            self._refresh_stories(conn, touched, now)  # type: ignore[attr-defined]
             pruned = conn.execute(
                 delete(tombstones).where(tombstones.c.removed_at < now - timedelta(days=tombstone_days))
             ).rowcount or 0
@@ -216,7 +207,7 @@ class OperationsMixin:
     def status(self, now: datetime, *, window_hours: float = 72.0) -> Status:
         day_ago = now - timedelta(hours=24)
         with self._tx() as conn:
-            newest = _aware(
+            newest = aware_utc(
                 conn.execute(select(func.max(articles.c.published)).where(articles.c.clustered.is_(True))).scalar()
             )
             count = lambda query: int(conn.execute(query).scalar_one())  # noqa: E731

@@ -55,6 +55,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc)
 
 
+def aware_utc(value: datetime | str | None) -> datetime | None:
+    """A value read outside a typed column (aggregates such as min()/max(), the
+    meta table) as aware UTC: SQLite returns text there, PostgreSQL a naive
+    datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
