@@ -53,7 +53,9 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import stat
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
@@ -391,6 +393,24 @@ class _GuardedBackend(httpcore.NetworkBackend):
         time.sleep(seconds)
 
 
+_SSL_CONTEXT: ssl.SSLContext | None = None
+_SSL_LOCK = threading.Lock()
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context every client shares (certifi's CAs, no environment).
+
+    Building one loads the CA bundle, ~40 ms of CPU: once per process, not per
+    fetch. An ``SSLContext`` is safe to share between threads and is never
+    changed after this.
+    """
+    global _SSL_CONTEXT
+    with _SSL_LOCK:
+        if _SSL_CONTEXT is None:
+            _SSL_CONTEXT = httpx.create_ssl_context(trust_env=False)
+        return _SSL_CONTEXT
+
+
 class _GuardedTransport(httpx.HTTPTransport):
     """httpx's transport on a connection pool that uses ``_GuardedBackend``.
 
@@ -400,13 +420,14 @@ class _GuardedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, *, max_connections: int = 20) -> None:
-        super().__init__(trust_env=False, retries=0)
+        context = _ssl_context()
+        super().__init__(verify=context, trust_env=False, retries=0)
         original = getattr(self, "_pool", None)
         if not isinstance(original, httpcore.ConnectionPool):  # pragma: no cover - httpx changed
             raise RuntimeError("unsupported httpx version: HTTPTransport has no _pool")
         original.close()
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=5.0,

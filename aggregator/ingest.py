@@ -26,6 +26,8 @@ fetch one feed at once. See docs/design.md, "Several processes, one index".
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -340,21 +342,31 @@ def update_feeds(
     if not feeds:
         return reports
 
-    def work(feed: Feed) -> _Fetched | None:
-        if stop is not None and stop.is_set():
-            return None
-        return _fetch_and_parse(feed, settings, fetcher, utcnow())
+    workers = min(settings.fetch_workers, len(feeds))
+    with contextlib.ExitStack() as resources:
+        if fetcher is fetch_module.fetch:
+            # One client (connection pool, TLS context) for the whole pass rather
+            # than one per fetch: keep-alive connections are reused between feeds
+            # of one host. It enforces each fetch's own policy and deadline.
+            client = resources.enter_context(fetch_module.make_client(max_connections=max(2, 2 * workers)))
+            fetcher = functools.partial(fetch_module.fetch, client=client)
+        run = fetcher
 
-    with ThreadPoolExecutor(max_workers=min(settings.fetch_workers, len(feeds))) as pool:
-        futures = [pool.submit(work, feed) for feed in feeds]
-        for future in as_completed(futures):
-            outcome = future.result()
-            if outcome is None:
-                continue
-            report = _store(storage, outcome, settings)
-            reports.append(report)
-            if on_report is not None:
-                on_report(report)
+        def work(feed: Feed) -> _Fetched | None:
+            if stop is not None and stop.is_set():
+                return None
+            return _fetch_and_parse(feed, settings, run, utcnow())
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(work, feed) for feed in feeds]
+            for future in as_completed(futures):
+                outcome = future.result()
+                if outcome is None:
+                    continue
+                report = _store(storage, outcome, settings)
+                reports.append(report)
+                if on_report is not None:
+                    on_report(report)
     skipped = len(feeds) - len(reports)
     if skipped:
         event(log, "stopping", feeds_not_fetched=skipped, note="they stay due")

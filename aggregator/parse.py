@@ -17,9 +17,16 @@ What this module does
     ``https://jsonfeed.org/version/1`` or ``/1.1`` version. Its items get the
     same normalisation as feedparser's entries.
 
+    Plain RSS 2.0/0.92 documents (the common case) take a fast path: lxml
+    reads the items and ``_fast_parse`` builds the very dicts feedparser
+    would, ~5-10 times cheaper; anything outside that verified subset goes to
+    feedparser (see "fast path" below, and tests/test_fastparse.py, which
+    compares both paths on every corpus document).
+
 What it must not do
     No I/O, no clock (``now`` is passed in), no logging decisions. This is the
-    only module that imports ``feedparser``. HTML is cleaned by
+    only module that imports ``feedparser`` (and lxml's XML parser, for the
+    fast path). HTML is cleaned by
     ``aggregator.text`` (feedparser's own sanitiser and relative-URI rewriting
     are switched off).
 
@@ -56,12 +63,14 @@ from __future__ import annotations
 
 import calendar
 import collections
+import contextlib
 import hashlib
 import html
 import io
 import itertools
 import json
 import re
+import threading
 import time
 import xml.parsers.expat
 from collections.abc import Mapping
@@ -70,6 +79,11 @@ from typing import Any
 from xml.sax import SAXParseException
 
 import feedparser  # type: ignore[import-untyped]
+import lxml.etree  # type: ignore[import-untyped]
+from feedparser.datetimes import _parse_date as _feedparser_date  # type: ignore[import-untyped]
+from feedparser.html import _cp1252  # type: ignore[import-untyped]
+from feedparser.mixin import _FeedParserMixin  # type: ignore[import-untyped]
+from feedparser.urls import _urljoin  # type: ignore[import-untyped]
 
 from aggregator.models import ParsedEntry, ParsedFeed
 from aggregator.politeness import DAY_NAMES
@@ -517,10 +531,14 @@ def _entry(raw: Mapping[str, Any], *, url: str, now: datetime) -> ParsedEntry | 
             break
     summary_value, summary_type, summary_base = _detail(raw, "summary")
 
-    summary_text = html_to_text(_as_html(summary_value, summary_type)) if summary_value else ""
+    summary_html = _as_html(summary_value, summary_type) if summary_value else ""
+    summary_text = html_to_text(summary_html) if summary_value else ""
     if content_value:
         body_html, body_type, body_base = content_value, content_type, content_base
-        text = html_to_text(_as_html(content_value, content_type))
+        content_as_html = _as_html(content_value, content_type)
+        # feedparser copies the content into a missing summary: one conversion then
+        same = summary_value and content_as_html == summary_html
+        text = summary_text if same else html_to_text(content_as_html)
     else:
         body_html, body_type, body_base = summary_value, summary_type, summary_base
         text = summary_text
@@ -797,6 +815,237 @@ def parse_json_feed(body: bytes, *, url: str, now: datetime, max_entries: int = 
     )
 
 
+
+# --------------------------------------------------------------------------- fast path
+#
+# feedparser costs ~400-700 us per entry (a Python SAX handler per element, a
+# FeedParserDict per construct, deep copies). Most real documents are plain
+# RSS 2.0 whose items hold a handful of leaf elements; for those, lxml (C)
+# reads the items and ``_fast_items`` builds, element by element, the very
+# dicts feedparser would build (same stripping, URI joining, HTML guess for
+# titles, UTF-8 repair, cp1252 mapping, date parsing), and ``_entry`` then
+# normalises them as usual. The channel (title, link, ttl, encoding, version,
+# warnings) is still read by feedparser, on the document with its items cut
+# out (a few hundred bytes).
+#
+# Anything outside that narrow, verified subset makes ``_fast_parse`` return
+# None and the whole document goes to feedparser: a DOCTYPE, xml:base, an
+# encoding other than UTF-8, a document lxml or feedparser finds ill-formed
+# (bozo), other formats (Atom, RDF, RSS 0.90/0.91/1.0), an item with attributes,
+# with an element not in ``_FAST_FIELDS``/``_FAST_IGNORED``, with a repeated
+# field, with nested markup, comments or processing instructions in it, or
+# anything between or after the items. tests/test_fastparse.py checks that
+# both paths give equal ``ParsedFeed`` records on every document of the
+# corpora that the fast path accepts.
+
+_CONTENT_NS = "{http://purl.org/rss/1.0/modules/content/}"
+_DC_NS = "{http://purl.org/dc/elements/1.1/}"
+_MEDIA_NS = "{http://search.yahoo.com/mrss/}"
+_ATOM_NS = "{http://www.w3.org/2005/Atom}"
+#: Item children read, and the feedparser key each fills. None has attributes
+#: (except ``guid``'s ``isPermaLink``), and each appears at most once per item
+#: (``author`` and ``dc:creator`` count as one).
+_FAST_FIELDS = {
+    "title": "title",
+    "link": "link",
+    "guid": "id",
+    "pubDate": "published",
+    "description": "summary",
+    _CONTENT_NS + "encoded": "content",
+    "author": "author",
+    _DC_NS + "creator": "author",
+}
+#: Item children that feedparser keeps only under keys ``_entry`` never reads
+#: (tags, enclosures, media, comments URL), as leaves with any attributes.
+_FAST_IGNORED = frozenset(
+    {"category", "comments", "enclosure", _MEDIA_NS + "content", _MEDIA_NS + "thumbnail", _MEDIA_NS + "credit"}
+)
+_FAST_ATOM_LINK = _ATOM_NS + "link"  # ignored too, unless it could be the entry's alternate link
+_FAST_VERSIONS = frozenset({"rss20", "rss092"})
+_FAST_ITEM_START_RE = re.compile(rb"<item[\s/>]")
+_FAST_ITEM_END_RE = re.compile(rb"</item\s*>")
+_FAST_TAIL_RE = re.compile(rb"\s*</channel\s*>\s*</rss\s*>\s*")
+_FAST_DECLARATION_RE = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
+_LINK_REFERENCE_RE = re.compile("&([A-Za-z0-9_]+);")
+_looks_like_html_fp = _FeedParserMixin.looks_like_html
+_RFC822_RE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?([0-9]{1,2}) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([0-9]{4}) "
+    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9]) (?:([+-])([01][0-9])([0-5][0-9])|GMT|UTC|UT|Z)"
+)
+_C1_RE = re.compile("[\x80-\x9f]")  # the characters feedparser maps as cp1252
+_MONTHS = {name: number for number, name in enumerate(calendar.month_abbr) if name}
+_fast_local = threading.local()
+
+
+def _fast_xml_parser() -> Any:
+    """This thread's strict lxml parser (lxml parsers are not shared between threads)."""
+    parser = getattr(_fast_local, "parser", None)
+    if parser is None:
+        parser = lxml.etree.XMLParser(
+            resolve_entities=False, no_network=True, recover=False, huge_tree=False, load_dtd=False
+        )
+        _fast_local.parser = parser
+    return parser
+
+
+def _fp_text(value: str) -> str:
+    """What feedparser's ``pop`` makes of an element's text after the per-element
+    steps: the UTF-8-read-as-latin-1 repair and the cp1252 mapping (both leave
+    ASCII text as it is)."""
+    if value.isascii():
+        return value
+    with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
+        value = value.encode("iso-8859-1").decode("utf-8")
+    return value.translate(_cp1252) if _C1_RE.search(value) else value
+
+
+def _fp_date(value: str) -> Any:
+    """feedparser's ``_parse_date`` (a UTC 9-tuple or None); the common RFC 822
+    form is read here, about 20 times faster, with the same result."""
+    match = _RFC822_RE.fullmatch(value)
+    if match is None:
+        return _feedparser_date(value)
+    day, month, year, hour, minute, second, sign, off_h, off_m = match.groups()
+    try:
+        moment = datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return _feedparser_date(value)
+    if sign is not None:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        moment = moment - offset if sign == "+" else moment + offset
+    return moment.utctimetuple()
+
+
+def _has_base(element: Any) -> bool:
+    """Whether ``element`` has an attribute feedparser could take as its base URI."""
+    return any(name.lower().endswith("base") for name in element.attrib)
+
+
+def _fast_item(item: Any) -> dict[str, Any] | None:
+    """One RSS 2.0 item as the dict feedparser builds for it, or None when the
+    item is outside the fast path's subset."""
+    if item.attrib:
+        return None
+    raw: dict[str, Any] = {}
+    seen: set[str] = set()
+    guidislink = False
+    for child in item:
+        tag = child.tag
+        if not isinstance(tag, str) or len(child):
+            return None  # a comment, a processing instruction, nested markup
+        key = _FAST_FIELDS.get(tag)
+        if key is None:
+            if _has_base(child):
+                return None
+            if tag in _FAST_IGNORED:
+                continue
+            if tag == _FAST_ATOM_LINK:
+                rel = child.get("rel")
+                if rel is not None and rel.lower() != "alternate" and child.get("href") is not None:
+                    continue
+            return None
+        if key in seen:
+            return None
+        seen.add(key)
+        attributes = child.attrib
+        if attributes:
+            if key != "id" or len(attributes) != 1 or "isPermaLink" not in attributes:
+                return None
+            guidislink = attributes["isPermaLink"] == "true"
+        elif key == "id":
+            guidislink = True
+        value = (child.text or "").strip()
+        if key == "title":
+            kind = "text/html" if _looks_like_html_fp(value) else "text/plain"
+            value = _fp_text(value)
+            raw["title"] = value
+            raw["title_detail"] = {"type": kind, "base": "", "value": value}
+        elif key == "link":
+            if value:
+                value = _urljoin("", value)
+            value = _fp_text(value)
+            if "&" in value:
+                value = _LINK_REFERENCE_RE.sub(r"&\g<1>", value.replace("&amp;", "&"))
+            raw["link"] = value
+        elif key == "id":
+            if value and guidislink:
+                value = _urljoin("", value)
+            value = _fp_text(value)
+            raw["id"] = value
+            if guidislink:
+                raw.setdefault("link", value)
+        elif key == "published":
+            value = _fp_text(value)
+            raw["published"] = value
+            raw["published_parsed"] = _fp_date(value)
+        elif key == "summary":
+            value = _fp_text(value)
+            raw["summary"] = value
+            raw["summary_detail"] = {"type": "text/html", "base": "", "value": value}
+        elif key == "content":
+            value = _fp_text(value)
+            raw["content"] = [{"type": "text/html", "base": "", "value": value}]
+            raw.setdefault("summary", value)
+        else:  # author
+            raw["author"] = _fp_text(value)
+    return raw
+
+
+def _fast_parse(body: bytes, headers: Mapping[str, str] | None) -> Any | None:
+    """feedparser's result for a plain RSS 2.0 document (``entries``, ``feed``,
+    ``version``, ``bozo``), built the fast way; None when the document is
+    outside the fast path's subset (see above) and must go to feedparser."""
+    if body[:1] != b"<" or b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return None
+    declared = _FAST_DECLARATION_RE.match(body, 0, 256)
+    if declared is not None and declared.group(1).lower() != b"utf-8":
+        return None
+    starts = [m.start() for m in _FAST_ITEM_START_RE.finditer(body)]
+    if not starts:
+        return None
+    ends = [m.end() for m in _FAST_ITEM_END_RE.finditer(body)]
+    if len(ends) != len(starts) or not _FAST_TAIL_RE.fullmatch(body, ends[-1]):
+        return None
+    try:
+        root = lxml.etree.fromstring(body, parser=_fast_xml_parser())
+    except (lxml.etree.XMLSyntaxError, ValueError):
+        return None
+    if root.tag != "rss" or len(root) != 1 or root[0].tag != "channel":
+        return None
+    if _has_base(root) or _has_base(root[0]):
+        return None  # xml:base (or a bare base attribute, which feedparser honours too)
+    children = list(root[0])
+    first = next((i for i, child in enumerate(children) if child.tag == "item"), None)
+    if first is None:
+        return None
+    items = children[first:]
+    if len(items) != len(starts) or any(child.tag != "item" for child in items):
+        return None
+    entries = []
+    for item in items:
+        raw = _fast_item(item)
+        if raw is None:
+            return None
+        entries.append(raw)
+    head = body[: starts[0]] + body[ends[-1] :]
+    result = feedparser.parse(
+        io.BytesIO(head),
+        response_headers=_feedparser_headers(headers),
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    if (
+        _get(result, "bozo")
+        or _get(result, "entries")
+        or _get(result, "version") not in _FAST_VERSIONS
+        or str(_get(result, "encoding") or "").lower() != "utf-8"
+    ):
+        return None
+    result["entries"] = entries
+    return result
+
+
 # --------------------------------------------------------------------------- feedparser
 
 
@@ -826,6 +1075,7 @@ def parse_feed(
     headers: Mapping[str, str] | None = None,
     now: datetime,
     max_entries: int = 1000,
+    fast: bool = True,
 ) -> ParsedFeed:
     """Parse one feed document.
 
@@ -837,7 +1087,9 @@ def parse_feed(
     an earlier key, or with nothing to show, are dropped.
 
     A JSON Feed (a body starting with ``{``, or sent as JSON) is read by
-    ``parse_json_feed``.
+    ``parse_json_feed``. Plain RSS 2.0 is read by a fast path that gives what
+    feedparser gives (see ``_fast_parse``); ``fast=False`` sends every
+    document to feedparser (the tests compare the two).
 
     Raises ``ParseError`` when the body is empty, is not a feed (an HTML page,
     other XML, other JSON), is broken XML that yields no entries, is broken
@@ -856,12 +1108,14 @@ def parse_feed(
     body = cut_entries(fix_char_references(body), max_entries)
 
     try:
-        result = feedparser.parse(
-            io.BytesIO(body),
-            response_headers=_feedparser_headers(headers),
-            sanitize_html=False,
-            resolve_relative_uris=False,
-        )
+        result = _fast_parse(body, headers) if fast else None
+        if result is None:
+            result = feedparser.parse(
+                io.BytesIO(body),
+                response_headers=_feedparser_headers(headers),
+                sanitize_html=False,
+                resolve_relative_uris=False,
+            )
     except Exception as exc:  # feedparser's loose parser has crashed on odd bytes  # noqa: BLE001
         html_message = _html_error(body)
         raise ParseError(html_message or f"cannot parse the document: {_describe(exc, body)}") from exc

@@ -13,7 +13,8 @@ What this module does
 What it must not do
     No I/O, no clock, no global state beyond caches of pure results; never
     raise on odd input (garbage in, best-effort text out). This is the only
-    module that imports ``lxml`` and ``nh3``; everything else calls these
+    module that imports ``lxml.html`` and ``nh3`` (``aggregator.parse`` uses
+    lxml's XML parser for its fast path); everything else calls these
     functions instead.
 """
 
@@ -52,6 +53,10 @@ _INLINE_WS_RE = re.compile(r"[^\S\n]+")  # whitespace except newline
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")  # U+FFFE, U+FFFF
+
+
 def strip_controls(text: str) -> str:
     """``text`` without C0 controls (except tab, newline, carriage return), DEL,
     lone surrogates and non-characters.
@@ -59,12 +64,37 @@ def strip_controls(text: str) -> str:
     None of them belong in text, and storage refuses some of them (PostgreSQL
     has no NUL in text; a lone surrogate cannot be encoded as UTF-8).
     """
-    return _CONTROL_RE.sub("", text)
+    # Same result as ``_CONTROL_RE.sub("", text)``, several times faster on long
+    # text: the C0 controls and DEL are single bytes in UTF-8 (never part of a
+    # multi-byte sequence), so they are deleted from the encoded bytes; text with
+    # a surrogate (it cannot be encoded) or a non-character takes the regex.
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _CONTROL_RE.sub("", text)
+    if _NONCHARACTERS_UTF8[0] in data or _NONCHARACTERS_UTF8[1] in data:
+        return _CONTROL_RE.sub("", text)
+    kept = data.translate(None, _CONTROL_BYTES)
+    return text if len(kept) == len(data) else kept.decode("utf-8")
 
 
 def collapse_ws(text: str) -> str:
     """Every run of whitespace (newlines included) becomes one space; ends stripped."""
-    return _WS_RE.sub(" ", text).strip()
+    # str.split() splits on exactly the characters ``\s`` matches (str.isspace).
+    return " ".join(text.split())
+
+
+def _squash_ws(text: str) -> str:
+    """Every run of whitespace becomes one space, ends included (``_WS_RE.sub(" ", text)``)."""
+    words = text.split()
+    if not words:
+        return " " if text else text
+    squashed = " ".join(words)
+    if text[0].isspace():
+        squashed = " " + squashed
+    if text[-1].isspace():
+        squashed += " "
+    return squashed
 
 
 def truncate(text: str, n: int, ellipsis: str = "…") -> str:
@@ -160,7 +190,9 @@ def looks_like_html(text: str) -> bool:
 
 
 def _tidy_lines(text: str) -> str:
-    lines = (_INLINE_WS_RE.sub(" ", line).strip() for line in text.split("\n"))
+    # Per line: runs of whitespace to one space, ends stripped (``_INLINE_WS_RE``
+    # and strip, done by str.split); empty lines dropped.
+    lines = (" ".join(line.split()) for line in text.split("\n"))
     return "\n".join(line for line in lines if line)
 
 
@@ -175,7 +207,7 @@ def html_to_text(html: str) -> str:
     """
     if not html:
         return ""
-    html = _CONTROL_RE.sub("", html)
+    html = strip_controls(html)
     if "<" not in html and "&" not in html:
         return _tidy_lines(html.replace("\r", "\n"))
     try:
@@ -191,9 +223,9 @@ def html_to_text(html: str) -> str:
     preformatted = {inner for pre in root.iter("pre") for inner in pre.iter()}
     for element in root.iter():
         if element.text and element not in preformatted:
-            element.text = _WS_RE.sub(" ", element.text)
+            element.text = _squash_ws(element.text)
         if element.tail and (element not in preformatted or element.tag == "pre"):
-            element.tail = _WS_RE.sub(" ", element.tail)
+            element.tail = _squash_ws(element.tail)
     for element in root.iter():
         tag = element.tag
         if not isinstance(tag, str):  # comments, PIs, entities left by recovery
@@ -354,7 +386,7 @@ def sanitize_html(html: str, base_url: str | None = None) -> str:
     """
     if not html:
         return ""
-    html = _CONTROL_RE.sub("", html)
+    html = strip_controls(html)
     try:
         cleaner = _cleaner(_usable_base(base_url))
     except ValueError:  # a base nh3 refuses: fall back to dropping relative URLs

@@ -452,3 +452,23 @@ def test_file_errors(tmp_path: Path) -> None:
         get(str(big), max_bytes=1000)
     with pytest.raises(FetchError, match="refusing to read local file"):
         get(str(big), allow_files=False)
+
+
+def test_clients_share_one_tls_context_and_are_cheap_to_make() -> None:
+    """Building the CA store costs ~40 ms; it is done once per process, not per client."""
+    import time
+
+    from aggregator.fetch import _ssl_context
+
+    first, second = make_client(), make_client()
+    try:
+        contexts = {id(c._transport._pool._ssl_context) for c in (first, second)}  # type: ignore[attr-defined]
+        assert contexts == {id(_ssl_context())}
+        assert _ssl_context().verify_mode.name == "CERT_REQUIRED" and _ssl_context().check_hostname
+    finally:
+        first.close()
+        second.close()
+    started = time.process_time()
+    for _ in range(20):
+        make_client().close()
+    assert (time.process_time() - started) / 20 < 0.01

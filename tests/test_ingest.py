@@ -286,3 +286,28 @@ def test_second_process_sees_the_first_ones_stories(storage: Storage, settings: 
     assert storage.counts()["stories"] == 1
     # the first notices the second's pass and catches up with its one article (no rebuild)
     assert cluster_pending(storage, first).caught_up == 1
+
+
+def test_update_feeds_shares_one_http_client_per_pass(
+    storage: Storage, settings: Settings, server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client (one connection pool, one TLS context) serves every fetch of a pass."""
+    from aggregator import fetch as fetch_module
+    from aggregator.ingest import update_feeds
+
+    made = []
+    original = fetch_module.make_client
+
+    def counting(**kwargs: object) -> object:
+        client = original(**kwargs)  # type: ignore[arg-type]
+        made.append(client)
+        return client
+
+    monkeypatch.setattr(fetch_module, "make_client", counting)
+    for n in range(4):
+        server.route(f"/f{n}.xml", Response(body=rss((f"g{n}", f"Title {n}", f"Text {n}"))))
+    feeds = [storage.add_feed(server.url(f"/f{n}.xml"), now=NOW) for n in range(4)]
+    reports = update_feeds(storage, feeds, settings.replace(fetch_workers=2))
+    assert sorted(r.new for r in reports) == [1, 1, 1, 1]
+    assert len(made) == 1
+    assert made[0].is_closed  # closed with the pass

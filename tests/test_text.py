@@ -261,3 +261,27 @@ def test_canonical_url_resolves_against_a_base() -> None:
 def test_canonical_url_never_raises_and_is_idempotent(url: str) -> None:
     once = canonical_url(url)
     assert canonical_url(once) == once
+
+
+def test_fast_whitespace_and_control_helpers_match_their_regex_definitions() -> None:
+    """strip_controls, collapse_ws and the line tidying avoid regexes on long text;
+    they must give exactly what the regex formulations give."""
+    import random
+    import re
+
+    from aggregator import text as text_module
+
+    whitespace = re.compile(r"\s+")
+    inline = re.compile(r"[^\S\n]+")
+    alphabet = [
+        "a", "b", " ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u3000",
+        "\x00", "\x07", "\x7f", "\ud800", "\udfff", "\ufffe", "\uffff", "é", "\u200b", "\x80", "<", "&",
+    ]
+    rng = random.Random(5)
+    for _ in range(20000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert text_module.strip_controls(s) == text_module._CONTROL_RE.sub("", s), repr(s)
+        assert text_module.collapse_ws(s) == whitespace.sub(" ", s).strip(), repr(s)
+        assert text_module._squash_ws(s) == whitespace.sub(" ", s), repr(s)
+        lines = (inline.sub(" ", line).strip() for line in s.split("\n"))
+        assert text_module._tidy_lines(s) == "\n".join(line for line in lines if line), repr(s)
