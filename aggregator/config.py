@@ -181,6 +181,9 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds feed readers and caches may reuse a published feed (`Cache-Control: max-age`); "
            "they revalidate with `ETag`/`Last-Modified` after that."),
     Option("page_size", 50, _positive(int), "Stories per page of the web view and the API."),
+    Option("render_cache_mb", 64, _non_negative_int,
+           "Memory (MB) each web process may use to keep rendered feeds and river pages, reused as long as "
+           "their validator (`ETag`) is unchanged; the least recently used go first. 0 turns the cache off."),
     Option("log_level", "INFO", _level, "Logging level (DEBUG, INFO, WARNING, ERROR)."),
     Option("log_format", "kv", _log_format, "Log line format: `kv` (key=value) or `json` (one object per line)."),
     Option("retention_days", 90, _non_negative_int,
@@ -238,6 +241,7 @@ class Settings:
     feed_max_entries: int = 50
     feed_max_age: int = 300
     page_size: int = 50
+    render_cache_mb: int = 64
     log_level: str = "INFO"
     log_format: str = "kv"
     retention_days: int = 90

@@ -41,10 +41,11 @@ read as markup.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -65,6 +66,8 @@ UNKNOWN_SOURCE = "unknown source"
 # the web layer puts it in every ETag, so caches and readers fetch the new form.
 FORMAT_VERSION = 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "updated" of a feed with no entries
+# Sanitised fragments kept per process (most recently used; a few KB each).
+SANITIZED_CACHE_SIZE = 2048
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 Format = Literal["atom", "rss"]
@@ -76,6 +79,7 @@ MIMETYPES: dict[Format, str] = {
 
 # Characters XML 1.0 does not allow (C0 controls except tab/LF/CR, lone
 # surrogates, U+FFFE/U+FFFF). lxml refuses them outright, so they must go.
+_SPACE = re.compile(r"\s")
 _XML_INVALID = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -94,7 +98,7 @@ def http_url(url: str | None) -> str | None:
     if not url:
         return None
     url = xml_text(url).strip()
-    if any(ch.isspace() for ch in url):
+    if _SPACE.search(url):  # str.isspace()'s characters (both are Py_UNICODE_ISSPACE)
         return None
     try:
         parts = urlsplit(url)
@@ -105,6 +109,7 @@ def http_url(url: str | None) -> str | None:
     return url
 
 
+@functools.lru_cache(maxsize=64)
 def tag_authority(base_url: str) -> str:
     """The host part of our tag: URIs: the lower-cased host of ``base_url``."""
     try:
@@ -199,8 +204,13 @@ def _one_line(value: str | None, fallback: str) -> str:
     return text or fallback
 
 
+@functools.lru_cache(maxsize=SANITIZED_CACHE_SIZE)
 def _sanitize(fragment: str, base_url: str | None) -> str:
-    """Article HTML through the project's one sanitiser, then XML-clean."""
+    """Article HTML through the project's one sanitiser, then XML-clean.
+
+    Memoised (a pure function of its arguments): a story that gains an article is
+    rendered again, and only the new article's HTML needs the sanitiser; the stored
+    HTML is still never trusted."""
     return xml_text(sanitize_html(xml_text(fragment), base_url=base_url))
 
 
@@ -411,6 +421,7 @@ def stories_feed(
     updated: datetime,
     alternate_url: str | None = None,
     paging: Paging | None = None,
+    contents: Mapping[int, str] | None = None,
 ) -> bytes:
     """One Atom entry per story, in the order given.
 
@@ -418,7 +429,9 @@ def stories_feed(
     ``page`` parameter it yields the feed id. ``updated`` is the caller's
     choice, normally the newest ``story.updated_at`` listed. ``alternate_url``
     is the HTML page of the listing (the home page by default); ``paging`` the
-    RFC 5005 links when the listing has several pages.
+    RFC 5005 links when the listing has several pages. ``contents``: entry
+    contents already made by :func:`story_entry_content`, by story id (the
+    stories given for those need no articles).
     """
     return _stories_feed(
         stories,
@@ -428,6 +441,7 @@ def stories_feed(
         updated=updated,
         alternate_url=alternate_url,
         paging=paging,
+        contents=contents,
         fmt="atom",
     )
 
@@ -441,6 +455,7 @@ def stories_feed_rss(
     updated: datetime,
     alternate_url: str | None = None,
     paging: Paging | None = None,
+    contents: Mapping[int, str] | None = None,
 ) -> bytes:
     """:func:`stories_feed` as RSS 2.0."""
     return _stories_feed(
@@ -451,6 +466,7 @@ def stories_feed_rss(
         updated=updated,
         alternate_url=alternate_url,
         paging=paging,
+        contents=contents,
         fmt="rss",
     )
 
@@ -465,6 +481,7 @@ def _stories_feed(
     alternate_url: str | None,
     paging: Paging | None,
     fmt: Format,
+    contents: Mapping[int, str] | None = None,
 ) -> bytes:
     base_url = base_url.rstrip("/")
     fg = _new_feed(
@@ -479,11 +496,21 @@ def _stories_feed(
         hub=hub_url(base_url),
     )
     for item in stories:
-        _add_story_entry(fg, item, base_url, fmt)
+        content = contents.get(item.story.id) if contents is not None else None
+        _add_story_entry(fg, item, base_url, fmt, content)
     return _render(fg, fmt)
 
 
-def _add_story_entry(fg: FeedGenerator, item: StoryWithArticles, base_url: str, fmt: Format) -> None:
+def story_entry_content(item: StoryWithArticles, base_url: str) -> str:
+    """The (sanitised) HTML content of a story's entry in the river feeds: a function
+    of the story's articles alone, so a caller may keep it while the story is unchanged."""
+    page = story_page_url(base_url.rstrip("/"), item.story.id)
+    return _sanitize(story_content_html(item, page), page)
+
+
+def _add_story_entry(
+    fg: FeedGenerator, item: StoryWithArticles, base_url: str, fmt: Format, content: str | None = None
+) -> None:
     story = item.story
     page = story_page_url(base_url, story.id)
     entry = fg.add_entry(order="append")
@@ -495,7 +522,8 @@ def _add_story_entry(fg: FeedGenerator, item: StoryWithArticles, base_url: str, 
     # rel="alternate"), so a second link would make two alternates.
     entry.link(href=page, rel="alternate", type="text/html")
     names = [_one_line(name, UNKNOWN_SOURCE) for name in story.sources] or [UNKNOWN_SOURCE]
-    content = _sanitize(story_content_html(item, page), page)
+    if content is None:
+        content = story_entry_content(item, base_url)
     if fmt == "rss":
         entry.dc.dc_creator(names)
         entry.description(content)

@@ -215,13 +215,15 @@ def test_max_age_is_a_setting(world: World) -> None:
         load(environ={"AGGREGATOR_FEED_MAX_AGE": "-1"})
 
 
+@pytest.mark.parametrize("cache_mb", [0, 64], ids=["no-render-cache", "render-cache"])
 @pytest.mark.parametrize("template", FEED_PATHS)
 def test_an_unchanged_feed_is_304_without_rendering(
-    world: World, template: str, monkeypatch: pytest.MonkeyPatch
+    world: World, template: str, cache_mb: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = template.format(storm=world.storm)
+    client = world.client_with(render_cache_mb=cache_mb)
     counter = RenderCounter(monkeypatch, world.storage)
-    first = world.client.get(path)
+    first = client.get(path)
     assert first.status_code == 200 and counter.renders == 1
     reads_for_one_render = counter.article_reads
     assert reads_for_one_render >= 1
@@ -231,7 +233,7 @@ def test_an_unchanged_feed_is_304_without_rendering(
         {"If-None-Match": f'"other", {first.headers["ETag"]}'},
         {"If-Modified-Since": first.headers["Last-Modified"]},
     ):
-        again = world.client.get(path, headers=headers)
+        again = client.get(path, headers=headers)
         assert again.status_code == 304, headers
         assert again.data == b""
         assert again.headers["ETag"] == first.headers["ETag"]  # RFC 9110: same validators on a 304
@@ -240,9 +242,14 @@ def test_an_unchanged_feed_is_304_without_rendering(
     assert counter.renders == 1  # nothing was rendered for the 304s
     assert counter.article_reads == reads_for_one_render  # and no article was read
 
-    stale = world.client.get(path, headers={"If-None-Match": '"not-the-etag"'})
+    stale = client.get(path, headers={"If-None-Match": '"not-the-etag"'})
     assert stale.status_code == 200 and stale.data == first.data
-    assert counter.renders == 2
+    assert stale.headers["ETag"] == first.headers["ETag"]
+    if cache_mb:  # the same validator: the body comes from the render cache
+        assert counter.renders == 1
+        assert counter.article_reads == reads_for_one_render
+    else:  # no cache: rendered again, and only then
+        assert counter.renders == 2
 
 
 def test_a_new_article_changes_the_validators(world: World) -> None:

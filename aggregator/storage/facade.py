@@ -1292,3 +1292,137 @@ def _describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
     return f"database unavailable: {text[0] if text else type(exc).__name__}"
+
+
+# --------------------------------------------------------------------------- serving: feed validators
+# Added for aggregator.web (conditional GETs of the story feeds and the river); self-contained
+# on purpose: functions over Storage, reading through one DBAPI connection per thread on SQLite.
+
+from datetime import timezone  # noqa: E402
+
+
+@dataclass(frozen=True)
+class StoryVersion:
+    """What a story feed's validators are made of: no articles, no sources."""
+
+    id: int
+    updated_at: datetime
+    article_count: int
+    merged_into: int | None
+
+
+_VERSION_SQL = "SELECT id, updated_at, article_count, merged_into FROM stories WHERE id = ?"
+_version_lock = threading.Lock()
+_UTC = timezone.utc
+
+
+def story_version(storage: Storage, story_id: int) -> StoryVersion | None:
+    """The version of one story: a single primary-key lookup, the whole database
+    cost of a story feed's ``304 Not Modified``.
+
+    On a SQLite file each thread keeps its own DBAPI connection for this (reads only)
+    (no pool checkout, no SQLAlchemy transaction: one ``SELECT``, read to the end,
+    is its own consistent read in WAL mode); measured ~15 us against ~0.5 ms for
+    :meth:`Storage.story_record`. Other databases go through ``story_record``."""
+    conn = _version_connection(storage)
+    if conn is None:
+        record = storage.story_record(story_id, sources=False)
+        if record is None:
+            return None
+        return StoryVersion(record.id, record.updated_at, record.article_count, record.merged_into)
+    try:
+        rows = conn.execute(_VERSION_SQL, (story_id,)).fetchall()  # read to the end: no open snapshot
+    except Exception as exc:  # sqlite3.Error; the connection is rebuilt next time
+        storage.__dict__["_version_local"].conn = None
+        raise StorageUnavailableError(_describe(exc)) from exc
+    if not rows:
+        return None
+    row = rows[0]
+    return StoryVersion(row[0], _version_time(row[1]), row[2], row[3])
+
+
+# The unary plus keeps SQLite's planner off ix_stories_merged_into (an equality on NULL that
+# matches nearly every row, then a sort of them all: 1.4 ms with 1,000 stories) so that it
+# walks the ORDER BY's index and stops after the page (0.17 ms).
+_LISTING_WHERE = "+merged_into IS NULL AND +source_count >= ? AND +article_count > 0"
+_LISTING_ORDER = {
+    "updated": "last_published DESC, id DESC",
+    "sources": "source_count DESC, last_published DESC, id DESC",
+}
+
+
+def river_versions(
+    storage: Storage, flt: StoryFilter, *, limit: int, offset: int = 0, order: str = "updated"
+) -> tuple[int, list[StoryVersion]]:
+    """(total, versions of the listed stories) of the page :meth:`Storage.find_stories`
+    lists for ``flt``: what a river's validators are made of. The plain river
+    (``min_sources`` at most, no time range, search, feed or folder) is read on SQLite
+    with two statements through the per-thread connection of :func:`story_version`
+    (~10x cheaper than ``find_stories``); anything else goes through ``find_stories``.
+    ``tests/test_render_cache.py`` checks that both list the same stories."""
+    plain = flt.since is None and flt.feed_id is None and flt.folder is None and not flt.text
+    conn = _version_connection(storage) if plain and order in _LISTING_ORDER else None
+    if conn is None:
+        page = storage.find_stories(flt, limit=limit, offset=offset, order=order, details=False)
+        return page.total, [StoryVersion(s.id, s.updated_at, s.article_count, None) for s in page.stories]
+    try:
+        conn.execute("BEGIN")  # one snapshot for both statements
+        try:
+            total = conn.execute(
+                f"SELECT count(*) FROM stories WHERE {_LISTING_WHERE}", (flt.min_sources,)
+            ).fetchall()
+            rows = conn.execute(
+                f"SELECT id, updated_at, article_count FROM stories WHERE {_LISTING_WHERE} "
+                f"ORDER BY {_LISTING_ORDER[order]} LIMIT ? OFFSET ?",
+                (flt.min_sources, limit, offset),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+    except Exception as exc:
+        storage.__dict__["_version_local"].conn = None
+        raise StorageUnavailableError(_describe(exc)) from exc
+    return int(total[0][0]), [
+        StoryVersion(row[0], _version_time(row[1]), row[2], None) for row in rows
+    ]
+
+
+def _version_time(value: Any) -> datetime:
+    found = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return found.replace(tzinfo=_UTC)
+
+
+def _version_connection(storage: Storage) -> Any:
+    """This thread's DBAPI connection to a SQLite file (None on other databases)."""
+    local: threading.local | None = storage.__dict__.get("_version_local")
+    if local is None:
+        with _version_lock:
+            local = storage.__dict__.setdefault("_version_local", threading.local())
+            storage.__dict__.setdefault(
+                "_version_path", _sqlite_path(storage.url) if storage.is_sqlite else None
+            )
+    path: Path | None = storage.__dict__["_version_path"]
+    if path is None:
+        return None
+    conn = getattr(local, "conn", None)
+    if conn is None:
+        import sqlite3  # only here: the facade is SQLAlchemy everywhere else
+
+        try:
+            conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        except Exception as exc:
+            raise StorageUnavailableError(_describe(exc)) from exc
+        local.conn = conn
+    return conn
+
+
+def feed_choices_fast(storage: Storage) -> list[tuple[int, str, str | None]]:
+    """:meth:`Storage.feed_choices` through the per-thread connection on SQLite."""
+    conn = _version_connection(storage)
+    if conn is None:
+        return storage.feed_choices()
+    try:
+        rows = conn.execute("SELECT id, title, url, folder FROM feeds").fetchall()
+    except Exception as exc:
+        storage.__dict__["_version_local"].conn = None
+        raise StorageUnavailableError(_describe(exc)) from exc
+    return sorted(((row[0], row[1] or row[2], row[3]) for row in rows), key=lambda item: item[1].lower())

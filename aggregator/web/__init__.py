@@ -19,7 +19,7 @@ Errors: :class:`StorageUnavailableError` anywhere becomes a 503 with
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from flask import Flask, Response, jsonify, render_template, request, url_for
@@ -28,6 +28,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from aggregator.config import Settings
 from aggregator.storage import Storage, StorageUnavailableError
+from aggregator.web.cache import RenderCache
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class WebContext:
 
     settings: Settings
     storage: Storage
+    # Rendered feeds and river pages by ETag (aggregator.web.cache); per process.
+    renders: RenderCache = field(default_factory=lambda: RenderCache(0))
 
 
 def create_app(settings: Settings | None = None, storage: Storage | None = None) -> Flask:
@@ -71,7 +74,9 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.jinja_env.autoescape = True  # every template, whatever its name
-    app.extensions["aggregator"] = WebContext(settings=settings, storage=storage)
+    app.extensions["aggregator"] = WebContext(
+        settings=settings, storage=storage, renders=RenderCache(settings.render_cache_mb * 1024 * 1024)
+    )
 
     from aggregator.web import api, atom, common, html, ops, websub
 
@@ -82,6 +87,9 @@ def create_app(settings: Settings | None = None, storage: Storage | None = None)
     app.register_blueprint(websub.bp)
     ops.install(app)
 
+    from aggregator.web.fastpath import FeedFastPath
+
+    app.wsgi_app = FeedFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     app.after_request(_security_headers)
     app.register_error_handler(StorageUnavailableError, _storage_unavailable)
     app.register_error_handler(HTTPException, _http_error)

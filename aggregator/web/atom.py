@@ -13,9 +13,10 @@ story's feed of the same format.
 
 Conditional GET, cheaply. Polling readers are most of the traffic and most
 polls find nothing new, so the validators are computed *before* anything is
-rendered, from cheap data: the story record (id, ``updated_at``, article count)
-or, for the river, the listed stories' ids, ``updated_at`` and article counts
-(one indexed query, no articles loaded), plus the canonical query, the page,
+rendered, from cheap data: the story's version (id, ``updated_at``, article count:
+one primary-key lookup, :func:`aggregator.storage.facade.story_version`) or, for
+the river, the listed stories' versions (two indexed statements, no articles
+loaded, :func:`~aggregator.storage.facade.river_versions`), plus the canonical query, the page,
 the page size, the public base URL and :data:`aggregator.publish.FORMAT_VERSION`.
 Their hash is a strong ``ETag`` (renders are byte-identical for identical
 inputs); ``Last-Modified`` is the newest ``updated_at`` shown. A request whose
@@ -23,10 +24,16 @@ inputs); ``Last-Modified`` is the newest ``updated_at`` shown. A request whose
 ``304 Not Modified`` with no body: no articles are read and nothing is
 rendered. ``Cache-Control: public, max-age=<feed_max_age>`` goes on both.
 
+Rendered bodies are kept by that ``ETag`` in the render cache
+(:mod:`aggregator.web.cache`, ``render_cache_mb``), and each river entry's content by
+its story's version, so a full 200 for an unchanged feed reads no article either; a
+story feed's 304s and cached 200s are answered before Flask
+(:mod:`aggregator.web.fastpath`) with the same validators and headers.
+
 Rendering is :mod:`aggregator.publish`'s job; this module reads storage,
 chooses the canonical URLs and answers conditional requests. Its functions are
 called through the module (``publish.story_feed(...)``) on purpose, so a test
-can count renders.
+can count renders (the render cache's hits are not renders).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, redirect, request, url_for
@@ -42,7 +50,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from aggregator import __version__, publish
 from aggregator.models import Story, StoryWithArticles
-from aggregator.storage.facade import StoryFilter
+from aggregator.storage.facade import StoryFilter, StoryVersion, river_versions, story_version
 from aggregator.web import common
 
 bp = Blueprint("atom", __name__)
@@ -60,6 +68,13 @@ def validator(*parts: object) -> str:
     """A strong entity tag for a rendering whose inputs are ``parts``."""
     key = repr((publish.FORMAT_VERSION, __version__, *parts)).encode("utf-8")
     return hashlib.sha256(key).hexdigest()[:32]
+
+
+def story_feed_etag(fmt: publish.Format, base: str, version: StoryVersion, page: int, per_page: int) -> str:
+    """The validator of one page of a story feed (also :mod:`aggregator.web.fastpath`'s)."""
+    return validator(
+        "story", fmt, base, version.id, version.updated_at.isoformat(), version.article_count, page, per_page
+    )
 
 
 def _caching(response: BaseResponse, etag: str, last_modified: datetime | None) -> BaseResponse:
@@ -89,11 +104,17 @@ def _conditional(
         response = _caching(not_modified, etag, last_modified)
     else:
         response = _caching(
-            Response(render(), status=200, content_type=CONTENT_TYPES[fmt]), etag, last_modified
+            Response(rendered(etag, render), status=200, content_type=CONTENT_TYPES[fmt]), etag, last_modified
         )
     if topic is not None:
         response.headers["Link"] = publish.hub_link_header(common.base_url(), topic)
     return response
+
+
+def rendered(etag: str, render: Callable[[], bytes]) -> bytes:
+    """The body whose strong validator is ``etag``: from the render cache, else
+    rendered now (and kept). See :mod:`aggregator.web.cache`."""
+    return common.render_cache().get_or_render(etag, render)
 
 
 def _no_such_page(page: int, pages: int) -> None:
@@ -117,7 +138,7 @@ def _story_feed(story_id: int, fmt: publish.Format) -> BaseResponse:
     page = common.int_arg("page", 1)
     per_page = common.settings().feed_max_entries
     store = common.storage()
-    record = store.story_record(story_id, sources=False)  # no articles: enough to validate
+    record = story_version(store, story_id)  # one primary-key lookup: enough to validate
     if record is None:
         abort(404, description=f"There is no story {story_id}.")
     if record.merged_into is not None:
@@ -126,9 +147,7 @@ def _story_feed(story_id: int, fmt: publish.Format) -> BaseResponse:
     if page > pages:
         _no_such_page(page, pages)
     base = common.base_url()
-    etag = validator(
-        "story", fmt, base, record.id, record.updated_at.isoformat(), record.article_count, page, per_page
-    )
+    etag = story_feed_etag(fmt, base, record, page, per_page)
 
     def render() -> bytes:
         found = store.get_story(story_id)
@@ -197,16 +216,17 @@ def _river_feed(fmt: publish.Format) -> BaseResponse:
         if feed is None:
             abort(404, description=f"There is no feed {flt.feed_id}.")
         feed_name = common.feed_name(feed)
-    # Sources and summaries are not used here: the rendering reads each story whole.
-    listed = store.find_stories(flt, limit=per_page, offset=(page - 1) * per_page, details=False)
-    pages = publish.page_count(listed.total, per_page)
+    # The listed stories' versions only: each entry's content is made (or found in the
+    # render cache) from the story read whole.
+    total, listed = river_versions(store, flt, limit=per_page, offset=(page - 1) * per_page)
+    pages = publish.page_count(total, per_page)
     if page > pages:
         _no_such_page(page, pages)
     base = common.base_url()
     query = f"?{urlencode(canonical)}" if canonical else ""
     feed_url = f"{base}/feed.{fmt}{query}"
     title = river_title(flt, feed_name)
-    updated = max((story.updated_at for story in listed.stories), default=None)
+    updated = max((story.updated_at for story in listed), default=None)
     etag = validator(
         "river",
         fmt,
@@ -215,12 +235,12 @@ def _river_feed(fmt: publish.Format) -> BaseResponse:
         title,
         page,
         per_page,
-        listed.total,
-        [(story.id, story.updated_at.isoformat(), story.article_count) for story in listed.stories],
+        total,
+        [(story.id, story.updated_at.isoformat(), story.article_count) for story in listed],
     )
 
     def render() -> bytes:
-        stories = _with_articles(listed.stories)
+        stories, contents = _river_entries(listed, base)
         renderer = publish.stories_feed if fmt == "atom" else publish.stories_feed_rss
         return renderer(
             stories,
@@ -230,17 +250,35 @@ def _river_feed(fmt: publish.Format) -> BaseResponse:
             alternate_url=f"{base}/{query}",
             updated=updated or publish.EPOCH,
             paging=publish.Paging.of(page, pages, lambda number: publish.with_page(feed_url, number)),
+            contents=contents,
         )
 
     return _conditional(fmt, etag, updated, render, publish.with_page(feed_url, 1) if page == 1 else None)
 
 
-def _with_articles(listed: list[Story]) -> list[StoryWithArticles]:
+def _river_entries(listed: list[StoryVersion], base: str) -> tuple[list[StoryWithArticles], dict[int, str]]:
+    """The listed stories, each with its entry's content, for rendering a river feed.
+
+    An entry's content lists every article of its story, so making it means reading
+    them all (a big story has hundreds). It is kept in the render cache under the
+    story's version (id, ``updated_at``, article count): when ingest changes the
+    river, only the stories that changed are read again."""
     store = common.storage()
+    cache = common.render_cache()
     stories: list[StoryWithArticles] = []
+    contents: dict[int, str] = {}
     for story in listed:
-        found = store.get_story(story.id)
-        # A story merged between the two reads is skipped; its survivor is listed next time.
-        if found is not None and found.story.merged_into is None:
-            stories.append(found)
-    return stories
+        key = validator("river entry", base, story.id, story.updated_at.isoformat(), story.article_count)
+        found = cache.get(key)
+        if found is not None:
+            record, content = cast(Story, found[1]), found[0].decode("utf-8")
+        else:
+            full = store.get_story(story.id)
+            # A story merged between the two reads is skipped; its survivor is listed next time.
+            if full is None or full.story.merged_into is not None:
+                continue
+            record, content = full.story, publish.story_entry_content(full, base)
+            cache.put(key, content.encode("utf-8"), record)
+        stories.append(StoryWithArticles(story=record, articles=()))
+        contents[record.id] = content
+    return stories, contents

@@ -21,6 +21,7 @@ from aggregator.models import Article, Feed, Story
 from aggregator.publish import http_url
 from aggregator.storage import Storage
 from aggregator.text import sanitize_html
+from aggregator.web.cache import RenderCache
 
 MAX_PAGE = 1_000_000
 MAX_MIN_SOURCES = 1000
@@ -58,6 +59,11 @@ def settings() -> Settings:
 
 def storage() -> Storage:
     found: Storage = current_app.extensions["aggregator"].storage
+    return found
+
+
+def render_cache() -> RenderCache:
+    found: RenderCache = current_app.extensions["aggregator"].renders
     return found
 
 

@@ -20,14 +20,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.blueprints import BlueprintSetupState
+from werkzeug.http import is_resource_modified
 from werkzeug.wrappers import Response as BaseResponse
 
 from aggregator.models import Article
-from aggregator.storage.facade import CorrectionError, StoryFilter
+from aggregator.storage.facade import CorrectionError, StoryFilter, feed_choices_fast, river_versions
 from aggregator.web import common
+from aggregator.web.atom import rendered, validator
 
 bp = Blueprint("html", __name__)
 
@@ -52,7 +66,14 @@ def _configure_sessions(state: BlueprintSetupState) -> None:
 
 
 @bp.get("/")
-def river() -> str:
+def river() -> str | BaseResponse:
+    """The river. For a reader without a session cookie (no operator, no flashed
+    message: the page is then a function of the data and the minute) it is
+    validated before it is rendered, like the feeds: a strong ``ETag`` from the
+    listed stories' versions (one query, no sources or summaries read), the feed
+    choices, the request's path and query, and the current minute (the page's
+    relative times and time range are computed from the end of the minute). ``If-None-Match``
+    matching: 304; else the body from the render cache, else rendered and kept."""
     page_size = common.settings().page_size
     page = common.int_arg("page", 1)
     min_sources = common.min_sources_arg()
@@ -63,18 +84,45 @@ def river() -> str:
     query = common.text_arg("q")
     now = common.utcnow()
     store = common.storage()
-    result = store.find_stories(
-        StoryFilter(
-            min_sources=min_sources,
-            since=now - common.RANGES[range_key][1] if range_key else None,
-            feed_id=feed_id,
-            folder=folder,
-            text=query,
-        ),
-        limit=page_size,
-        offset=(page - 1) * page_size,
-        order=order,
+    anonymous = current_app.config["SESSION_COOKIE_NAME"] not in request.cookies
+    if anonymous:  # to the end of the current minute: nothing listed is in the future
+        now = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    flt = StoryFilter(
+        min_sources=min_sources,
+        since=now - common.RANGES[range_key][1] if range_key else None,
+        feed_id=feed_id,
+        folder=folder,
+        text=query,
     )
+    if not anonymous:
+        return _river_page(flt, page, page_size, order, now)
+    total, listed = river_versions(store, flt, limit=page_size, offset=(page - 1) * page_size, order=order)
+    etag = validator(
+        "river page",
+        request.script_root,
+        request.full_path,
+        now.isoformat(),
+        page_size,
+        total,
+        [(story.id, story.updated_at.isoformat(), story.article_count) for story in listed],
+        feed_choices_fast(store),
+    )
+    if not is_resource_modified(request.environ, etag=etag):
+        response = Response(status=304)
+        del response.headers["Content-Type"]
+    else:
+        body = rendered(etag, lambda: _river_page(flt, page, page_size, order, now).encode("utf-8"))
+        response = Response(body, status=200, content_type="text/html; charset=utf-8")
+    response.set_etag(etag)
+    response.vary.add("Cookie")  # a signed-in operator sees another page
+    return response
+
+
+def _river_page(flt: StoryFilter, page: int, page_size: int, order: str, now: datetime) -> str:
+    store = common.storage()
+    min_sources, feed_id, folder, query = flt.min_sources, flt.feed_id, flt.folder, flt.text
+    range_key = common.range_arg()
+    result = store.find_stories(flt, limit=page_size, offset=(page - 1) * page_size, order=order)
     pages = max(1, math.ceil(result.total / page_size))
     filters = {
         "q": query,
