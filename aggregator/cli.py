@@ -245,8 +245,10 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     storage = open_storage(settings)
     feeds = storage.list_feeds()
     if args.json:
+        from aggregator.web.api import feed_json  # the API's record: one JSON shape for a feed
+
         for feed in feeds:
-            print(json.dumps(_feed_json(feed), ensure_ascii=False), file=out)
+            print(json.dumps(feed_json(feed), ensure_ascii=False), file=out)
         return EXIT_OK
     if not feeds:
         print("no feeds; add one with `aggregator feeds add URL`", file=out)
@@ -254,27 +256,6 @@ def cmd_feeds_list(args: argparse.Namespace, settings: Settings, out: TextIO) ->
     for feed in feeds:
         _print_feed(feed, out)
     return EXIT_OK
-
-
-def _feed_json(feed: Any) -> dict[str, Any]:
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value else None
-
-    return {
-        "id": feed.id,
-        "url": feed.url,
-        "title": feed.title,
-        "folder": feed.folder,
-        "articles": feed.article_count,
-        "last_fetched_at": iso(feed.last_fetched_at),
-        "last_success_at": iso(feed.last_success_at),
-        "next_check_at": iso(feed.next_check_at),
-        "error_count": feed.error_count,
-        "last_error": feed.last_error,
-        "min_interval": feed.min_interval,
-        "max_interval": feed.max_interval,
-        "stopped": feed.stopped,
-    }
 
 
 def cmd_feeds_remove(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

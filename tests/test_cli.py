@@ -42,6 +42,8 @@ def test_feeds_add_list_remove(db: Path, monkeypatch: pytest.MonkeyPatch, tmp_pa
     rows = [json.loads(line) for line in out.splitlines()]
     assert [(r["id"], r["folder"]) for r in rows] == [(1, "Wire"), (2, None)]
     assert rows[0]["url"] == local.resolve().as_uri()
+    # the same record as GET /api/feeds gives
+    assert {"article_count", "site_url", "added_at", "last_error", "stopped"} <= set(rows[0])
     code, out = run(["feeds", "remove", "2"], db, monkeypatch)
     assert code == 0
     code, out = run(["feeds", "remove", "2"], db, monkeypatch)

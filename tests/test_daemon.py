@@ -159,7 +159,7 @@ def test_sigterm_during_a_slow_tick_finishes_it(tmp_path: Path, demo_server: Fee
         text=True,
     ).stdout
     # the tick in flight completed: its articles are stored and clustered
-    assert '"articles": 17' in listed
+    assert '"article_count": 17' in listed
     assert exported == 17
 
 
