@@ -80,10 +80,11 @@ def evaluate_records(
         storage = Storage(f"sqlite:///{Path(tmp) / 'evaluate.db'}")
         try:
             storage.upgrade()
+            # once per process, like the daemon's start (loads the embedding table): not per article
+            engine = ClusterEngine(cluster_settings or ClusterSettings.from_settings(settings))
             prepared_at = time.perf_counter()
             entries, sources = _entries(records)
             now = datetime.now(timezone.utc)
-            engine = ClusterEngine(cluster_settings or ClusterSettings.from_settings(settings))
             merges = 0
             # In replay order, a slice at a time: the same order as all at once
             # (pending articles are clustered by published time, then id), with

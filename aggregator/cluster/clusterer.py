@@ -35,13 +35,17 @@ a Redis that lost its data, a pass that rolled back).
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .features import Features, extract, sketch_terms
+from .semantic import article_text, centred_cosines, embedder
 from .settings import ClusterSettings, Decision, Document
 from .sketch import CandidateIndex, Sketch, Sketcher, SketchParams
 
@@ -57,6 +61,7 @@ class Prepared:
     sketch: Sketch
     time: float | None  # POSIX seconds of ``published``; None = unknown
     raw: Vector  # term weights before IDF (whole article)
+    emb: Any = None  # unit sentence embedding (numpy float32) or None (semantic signal off / no tokens)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class _Article:
     shingles: frozenset[str]
     fingerprint: int
     sketch: Sketch
+    emb: Any = None  # the article's unit embedding (numpy), None without one
 
 
 @dataclass
@@ -83,6 +89,9 @@ class _Story:
     specifics: Counter[str] = field(default_factory=Counter)  # names and numbers: how many members have each
     specific_members: int = 0  # members with at least one name or number
     members: set[int] = field(default_factory=set)  # ids of the members still held
+    sem: Any = None  # sum of the members' unit embeddings (numpy), None while no member has one
+    sem_n: int = 0  # members in ``sem``
+    tick: int = -1  # order of its latest article among all added (see Clusterer._recent)
 
 
 def _add_into(target: Vector, vec: Vector, norm2: float, scale: float = 1.0) -> float:
@@ -136,6 +145,14 @@ class Clusterer:
         self._expiry: list[tuple[float, int]] = []  # heap of (time, article id)
         self._version = 0  # bumped by every change of the IDF counts
         self._cache: tuple[tuple[int, int], Vector] | None = None
+        self._embedder = embedder() if s.semantic else None
+        # stories by their last join: {tick of the story's latest article: story id}, oldest first
+        self._recent: OrderedDict[int, int] = OrderedDict()
+        self._tick = 0  # articles added so far (orders the stories by their latest article)
+        self._zero = np.zeros(self._embedder.dim if self._embedder is not None else 1)  # a story without
+        self._sem_sum: Any = None  # sum of the embeddings of the articles held (their mean centres cosines)
+        self._sem_count = 0
+        self._mean_cache: tuple[int, Any] | None = None  # (state version, mean embedding)
 
     # ------------------------------------------------------------------ public API
 
@@ -189,12 +206,76 @@ class Clusterer:
         scored = self.score_candidates(prepared, hits)
         passing = [(c["score"] - c["threshold"], c) for c in scored if c["score"] >= c["threshold"]]
         if not passing:
+            if prepared.emb is not None and s.semantic_recent > 0:
+                # nothing passes on words: let the stories joined most recently compete on
+                # meaning too (a headline sharing no word with its story is no LSH hit)
+                scored = self.score_candidates(prepared, hits, recent=True)
+            sem = self._semantic_choice(scored)
+            if sem is not None:
+                merge = self._bridged(prepared, sem, scored)
+                return Decision(
+                    sem["story"], round(min(1.0, max(0.0, sem["sem"])), 6), "semantic", None, merge
+                )
             best = max((c["score"] for c in scored), default=0.0)
             return Decision(None, round(best, 6), "new", None)
         passing.sort(key=lambda x: (-x[0], x[1]["story"]))
         top = passing[0][1]
         merge = self._bridged(prepared, top, scored)
         return Decision(top["story"], round(top["score"], 6), "similar", None, merge)
+
+    def _semantic(self, emb: Any, sids: list[int]) -> Any:
+        """Embedding cosine of the article to each story's mean embedding (0 for a story without).
+
+        With ``semantic_center`` both sides are taken relative to the mean embedding of the
+        articles held: what every article in the stream shares (news register, the feed's
+        common subject) is no evidence of one event, like a word in every document.
+        """
+        stories = self._stories
+        zero = self._zero
+        rows = np.stack([zero if (v := stories[sid].sem) is None else v for sid in sids])
+        counts = [stories[sid].sem_n for sid in sids]
+        return centred_cosines(rows, np.asarray(counts), emb, self._sem_mean())
+
+    def _sem_mean(self) -> Any:
+        """The mean embedding to centre on, or None (centring off / nothing held yet).
+
+        The IDF prior's pseudo-articles count as articles without an embedding: they
+        shrink the mean towards 0 while the stream is nearly empty (the mean of two
+        articles is not "what every article shares").
+        """
+        if not self.settings.semantic_center or not self._sem_count:
+            return None
+        if self._mean_cache is None or self._mean_cache[0] != self._version:
+            self._mean_cache = (
+                self._version,
+                self._sem_sum / (self._sem_count + self.settings.idf_prior_docs),
+            )
+        return self._mean_cache[1]
+
+    def _story_semantic(self, a: _Story, emb: Any, b: _Story) -> float:
+        """Embedding cosine of story ``a`` with the article added and story ``b`` (centred)."""
+        mean = self._sem_mean()
+        x = a.sem + emb
+        if mean is not None:
+            x = x - a.sem_n * mean  # centred_cosines takes one more mean off: (a.sem_n + 1) members
+        return float(centred_cosines(b.sem[None, :], np.array([b.sem_n]), x, mean)[0])
+
+    def _semantic_choice(self, scored: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The story whose mean embedding is close enough when the words alone were not.
+
+        Only consulted when no story passes the lexical rule. The threshold grows with the
+        article's length like the lexical one (``semantic_scale * sqrt(L)``): a headline of
+        7 terms needs 0.45, title + snippet (25 terms) 0.85, and from ~35 terms on it is
+        above 1 - a text that long gives the words enough to go on, and two reports of
+        *different* events of one kind (two earthquakes) mean nearly the same thing.
+        """
+        s = self.settings
+        if not scored:
+            return None
+        top = min(scored, key=lambda c: (-c["sem"], c["story"]))
+        if top["sem"] < s.semantic_scale * math.sqrt(top["length"]):
+            return None
+        return top
 
     def _bridged(
         self, prepared: Prepared, top: dict[str, Any], scored: list[dict[str, Any]]
@@ -209,13 +290,36 @@ class Clusterer:
         others = [
             c for c in scored if c["story"] != top["story"] and c["score"] >= s.merge_ratio * c["threshold"]
         ]
+        if prepared.emb is not None:
+            # the article must also *mean* what the other story is about: sharing its generic
+            # words ("stocks", "SXSW") while being about something else is no bridge
+            others = [c for c in others if c["sem"] >= s.semantic_bridge]
+        sem_others = []
+        if prepared.emb is not None and s.semantic_merge <= 1.0:
+            need_sem = s.semantic_scale * math.sqrt(prepared.features.length)
+            ids = {c["story"] for c in others}
+            sem_others = [
+                c
+                for c in scored
+                if c["story"] != top["story"] and c["story"] not in ids and c["sem"] >= need_sem
+            ]
+        out = []
+        if sem_others:
+            a = self._stories[top["story"]]
+            for c in sem_others:
+                b = self._stories[c["story"]]
+                if a.sem is None or b.sem is None:
+                    continue
+                sim = self._story_semantic(a, prepared.emb, b)
+                c["story_sem"] = sim
+                if sim >= s.semantic_merge:
+                    out.append(c["story"])
         if not others:
-            return ()
+            return tuple(sorted(out))
         a = self._stories[top["story"]]
         vec = self._doc_vector(prepared)
         centroid = dict(a.centroid)
         norm2 = _add_into(centroid, vec, a.norm2)
-        out = []
         for c in others:
             b = self._stories[c["story"]]
             if b.norm2 <= 0 or norm2 <= 0:
@@ -228,6 +332,12 @@ class Clusterer:
                 # the join rule's time factor: fragments far apart in time need more agreement
                 dgap = max(0.0, a.dated[0] - b.dated[1], b.dated[0] - a.dated[1])
                 need *= 1.0 + s.time_penalty * dgap / self._window
+            if sim >= need and prepared.emb is not None and a.sem is not None and b.sem is not None:
+                # the two stories as wholes must be about the same thing too
+                sim_sem = self._story_semantic(a, prepared.emb, b)
+                c["story_sem"] = sim_sem
+                if sim_sem < s.semantic_story:
+                    continue
             if sim >= need:
                 out.append(c["story"])
         return tuple(sorted(out))
@@ -300,8 +410,24 @@ class Clusterer:
             story.specific_members += 1
             story.specifics.update(spec)
         story.norm2 = _add_into(story.centroid, vec, story.norm2)
+        emb = prepared.emb
+        if emb is not None:
+            if story.sem is None:
+                story.sem = emb.astype(np.float64)
+            else:
+                story.sem += emb
+            story.sem_n += 1
+            if self._sem_sum is None:
+                self._sem_sum = emb.astype(np.float64)
+            else:
+                self._sem_sum += emb
+            self._sem_count += 1
         story.members.add(doc.id)
-        art = _Article(doc.id, story_id, t, vec, f.shingles, f.fingerprint, prepared.sketch)
+        self._recent.pop(story.tick, None)
+        self._tick += 1
+        story.tick = self._tick
+        self._recent[story.tick] = story_id
+        art = _Article(doc.id, story_id, t, vec, f.shingles, f.fingerprint, prepared.sketch, emb)
         self._articles[doc.id] = art
         self._fingerprints.setdefault(f.fingerprint, doc.id)
         if index:
@@ -332,6 +458,17 @@ class Clusterer:
             target.specifics.update(other.specifics)
             target.specific_members += other.specific_members
             target.norm2 = _add_into(target.centroid, other.centroid, target.norm2)
+            if other.sem is not None:
+                target.sem = other.sem.copy() if target.sem is None else target.sem + other.sem
+                target.sem_n += other.sem_n
+            if other.tick > target.tick:
+                # the survivor takes the place of the more recently joined fragment (as if all
+                # of ``other``'s articles had been added to it: what a restore rebuilds)
+                self._recent.pop(target.tick, None)
+                self._recent[other.tick] = into
+                target.tick = other.tick
+            else:
+                self._recent.pop(other.tick, None)
             for aid in other.members:
                 a = self._articles.get(aid)
                 if a is not None:
@@ -364,8 +501,12 @@ class Clusterer:
 
     # ------------------------------------------------------------------ scoring
 
-    def score_candidates(self, prepared: Prepared, hits: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Every candidate story with its evidence, score and threshold (for decide and analysis)."""
+    def score_candidates(
+        self, prepared: Prepared, hits: list[Any] | None = None, *, recent: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every candidate story with its evidence, score and threshold (for decide and analysis).
+
+        ``recent`` adds the second, semantic-only source (see :meth:`decide`)."""
         s = self.settings
         if hits is None:
             hits = self._index.query(prepared.sketch)
@@ -384,6 +525,25 @@ class Clusterer:
             cands.append((n, sid, gap))
         cands.sort(key=lambda x: (-x[0], x[1]))
         cands = cands[: s.max_candidates]
+        emb = prepared.emb
+        if recent and emb is not None and s.semantic_recent > 0 and s.semantic_top > 0:
+            # second source: the stories joined most recently, ranked by embedding cosine
+            # (articles that share almost no word with their story are not LSH hits)
+            have = {sid for _, sid, _ in cands}
+            recent = [
+                sid
+                for sid in itertools.islice(reversed(self._recent.values()), s.semantic_recent)
+                if sid not in have and self._stories[sid].sem is not None
+            ]
+            if recent:
+                sims = self._semantic(emb, recent)
+                k = min(s.semantic_top, len(recent))
+                for j in np.argsort(-sims, kind="stable")[:k]:
+                    sid = recent[int(j)]
+                    st = self._stories[sid]
+                    gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+                    if gap <= self._window:
+                        cands.append((0, sid, gap))
         if not cands:
             return []
         vec = self._doc_vector(prepared)
@@ -415,6 +575,8 @@ class Clusterer:
                 threshold *= s.conflict_factor
             if shared < min(s.min_shared, len(vec)):
                 threshold = max(threshold, 1.0 + 1e-9)  # one shared word is not evidence of one event
+            if n == 0:
+                threshold = max(threshold, 1.0 + 1e-9)  # proposed by its embedding only: semantic rule alone
             score = c
             out.append(
                 {
@@ -428,8 +590,20 @@ class Clusterer:
                     "length": length,
                     "score": min(1.0, max(0.0, score)),
                     "threshold": threshold,
+                    "sem": 0.0,
                 }
             )
+        if emb is not None:
+            # embedding cosines where they can change the outcome: every candidate when the
+            # semantic rule may decide (``recent``), else those near enough on words to be
+            # joined or bridged (the floor and the bridge rule); fewer numpy calls per article
+            need = out if recent else [c for c in out if c["score"] >= s.merge_ratio * c["threshold"]]
+            if need:
+                for c, x in zip(need, self._semantic(emb, [c["story"] for c in need]), strict=True):
+                    c["sem"] = float(x)
+                    if x < s.semantic_floor:
+                        # shared words, but it is about something else
+                        c["threshold"] = max(c["threshold"], 1.0 + 1e-9)
         return out
 
     # ------------------------------------------------------------------ internals
@@ -451,7 +625,10 @@ class Clusterer:
         if sketch is None:
             sketch = self._sketcher.sketch(sketch_terms(f))
         t = doc.published.timestamp() if doc.published is not None else None
-        return Prepared(doc, f, sketch, t, raw)
+        emb = None
+        if self._embedder is not None and raw:
+            emb = self._embedder.embed(article_text(doc.title, doc.text))
+        return Prepared(doc, f, sketch, t, raw, emb)
 
     def _idf(self, term: str, extra: int = 0) -> float:
         """Smoothed IDF over the articles held (+ ``extra`` for the article being scored)."""
@@ -516,6 +693,9 @@ class Clusterer:
                 del self._fingerprints[a.fingerprint]
             self._n -= 1
             self._version += 2
+            if a.emb is not None:
+                self._sem_count -= 1
+                self._sem_sum = self._sem_sum - a.emb if self._sem_count else None
             for term in a.vec:
                 k = self._df[term] - 1
                 if k:
@@ -528,6 +708,7 @@ class Clusterer:
             if st is not None and st.last < cutoff:
                 # every member is older than the window: the story can no longer be joined
                 del self._stories[a.story]
+                self._recent.pop(st.tick, None)
 
     def snapshot(self) -> dict[str, Any]:
         """A comparable picture of the whole state (tests check restore equivalence with it)."""
@@ -541,7 +722,14 @@ class Clusterer:
             "df": dict(sorted(self._df.items())),
             "fingerprints": dict(sorted(self._fingerprints.items())),
             "articles": {
-                aid: (a.story, a.time, r(a.vec), sorted(a.shingles), self._sketcher.to_bytes(a.sketch))
+                aid: (
+                    a.story,
+                    a.time,
+                    r(a.vec),
+                    sorted(a.shingles),
+                    self._sketcher.to_bytes(a.sketch),
+                    None if a.emb is None else a.emb.tobytes(),
+                )
                 for aid, a in sorted(self._articles.items())
             },
             "stories": {
@@ -556,8 +744,15 @@ class Clusterer:
                     sorted(st.members),
                     dict(sorted(st.specifics.items())),
                     st.specific_members,
+                    None if st.sem is None else [round(float(x), 7) for x in st.sem],
+                    st.sem_n,
                 )
                 for sid, st in sorted(self._stories.items())
             },
             "expiry": sorted(self._expiry),
+            "semantic": (
+                None if self._sem_sum is None else [round(float(x), 7) for x in self._sem_sum],
+                self._sem_count,
+                list(self._recent.values()),
+            ),
         }

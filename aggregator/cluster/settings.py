@@ -52,6 +52,16 @@ class ClusterSettings:
     copy_jaccard: float = 0.8  # term-set Jaccard above which an article is a near-exact copy
     copy_min_terms: int = 4  # fewer distinct terms: only identical texts count as copies
     max_candidates: int = 30  # candidate stories scored per article (most LSH hits first)
+    # --- semantic signal (WordLlama sentence embeddings; aggregator/cluster/semantic.py, docs)
+    semantic: bool = True  # compute embeddings at all (False: lexical only, wordllama never loaded)
+    semantic_center: bool = True  # cosines relative to the mean embedding of the articles held
+    semantic_floor: float = 0.15  # below this cosine a story can be neither joined nor proposed for a merge
+    semantic_bridge: float = 0.2  # a merge proposal needs this cosine between article and other story
+    semantic_story: float = 0.15  # ... and a lexical merge this cosine between the two stories
+    semantic_scale: float = 0.17  # semantic join when nothing passes on words: cosine >= this x sqrt(L)
+    semantic_merge: float = 0.3  # semantic bridge: story-story cosine to merge another close story
+    semantic_recent: int = 100  # semantic join: also score this many most recently joined stories ...
+    semantic_top: int = 5  # ... the best this many of them by cosine become (semantic-only) candidates
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterSettings:
@@ -93,6 +103,6 @@ class Document:
 class Decision:
     story_id: int | None  # existing story to join, or None = start a new story
     score: float  # the similarity that decided (0..1), 1.0 for copies
-    signal: str  # which rule decided: "copy", "similar", "new", "empty"
+    signal: str  # which rule decided: "copy", "similar", "semantic", "new", "empty"
     copy_of: int | None  # id of the earlier article this one is a (near-)exact copy of
     merge: tuple[int, ...] = ()  # other story ids this article bridges, to be merged INTO story_id

@@ -48,6 +48,7 @@ SIGNAL_TEXT: dict[str, str] = {
     "copy": "copy of article",
     "same_url": "same link as article",
     "similar": "similar text",
+    "semantic": "similar meaning",
     "split": "split out of another story by an operator",
 }
 
@@ -271,7 +272,7 @@ def why_joined(article: Article) -> str | None:
     if article.score is not None:
         if article.signal == "new" and article.score > 0:
             text += f"; closest other story scored {article.score:.2f}"
-        elif article.signal == "similar":
+        elif article.signal in ("similar", "semantic"):
             text += f", score {article.score:.2f}"
     return text
 

@@ -1,0 +1,146 @@
+"""Sentence embeddings from WordLlama's static token vectors: the clusterer's semantic signal.
+
+Why: lexical evidence (shared content words, TF-IDF) is thin for headlines: two reports of
+one event often share one word or none ("Fed official hints at faster taper" / "Plosser
+sees high bar for change in pace"). A static embedding puts related words near each other
+("taper" ~ "pace", "Icahn" ~ "eBay", "quake" ~ "tremor"), so the mean of an article's token
+vectors says what it is about even when the words differ.
+
+What: ``wordllama`` (PyPI, MIT) ships its 256-dimensional token-embedding table (32,000
+Llama-2 tokens, float16, 16 MB) and its tokenizer *inside the wheel*; nothing is fetched
+from a hub. We read those two files directly (``tokenizers`` + ``safetensors``, both
+dependencies of wordllama) instead of going through ``WordLlama.load``, which looks for the
+tokenizer under a directory name the wheel does not use and would try the network. The
+sentence vector is WordLlama's own recipe: mean of the token vectors (the model was trained
+with that pooling), L2-normalised.
+
+Cost: loading ~0.3 s once per process (the tokenizer JSON dominates) and ~40 MB RAM (the
+table kept as shipped, float16, 16 MB; the tokenizer; a word cache of at most 200,000 words'
+token ids); per article one gather-and-sum over its tokens (words already seen are not
+tokenised again), ~0.05-0.1 ms for a headline or title + snippet. Long bodies are cut to
+their first ``max_chars`` characters: the lead says what the event is, and the cost stays
+bounded.
+
+Everything here is a pure function of the text (no state besides the loaded table), so
+restore can recompute embeddings and get the same numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+
+DIM = 256
+_TOKENIZER = "tokenizers/l2_supercat_tokenizer_config.json"
+_WEIGHTS = "weights/l2_supercat_256.safetensors"
+_TENSOR = "embedding.weight"
+
+_lock = threading.Lock()
+_model: Embedder | None = None
+
+
+def _package_dir() -> Path:
+    """wordllama's install directory, found without importing it (its __init__ pulls pydantic)."""
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("wordllama is not installed (pip install wordllama)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+class Embedder:
+    """Unit sentence vectors: mean of WordLlama token embeddings."""
+
+    def __init__(self, tokenizer_path: Path, weights_path: Path, max_chars: int = 600) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_path))
+        tok.no_padding()
+        tok.no_truncation()
+        self._tok = tok
+        table = load_file(str(weights_path))[_TENSOR]
+        # kept as shipped (float16, 16 MB): a sum over a few dozen rows reads half the memory,
+        # which is what an embedding costs here; the sum itself is done in float32
+        self._table = np.ascontiguousarray(table)
+        self.max_chars = max_chars
+        self.cache_size = 200_000  # words
+        self._cache: dict[str, list[int]] = {}
+        self.dim = int(self._table.shape[1])
+
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of ``text`` (its first ``max_chars``), tokenised word by word.
+
+        The Llama tokenizer never merges across a space, so tokenising each
+        whitespace-separated word alone gives the same pieces (newlines aside); the
+        words are cached, which saves most of the tokenizer's cost on a news stream.
+        """
+        cache = self._cache
+        ids: list[int] = []
+        for word in text[: self.max_chars].split():
+            piece = cache.get(word)
+            if piece is None:
+                if len(cache) >= self.cache_size:
+                    cache.clear()  # a plain bound; the result never depends on the cache
+                piece = cache[word] = self._tok.encode(word, add_special_tokens=False).ids
+            ids.extend(piece)
+        return ids
+
+    def embed(self, text: str) -> np.ndarray | None:
+        """The unit vector of ``text``, or None when it has no tokens (or a zero mean)."""
+        if not text:
+            return None
+        ids = self.tokens(text)
+        if not ids:
+            return None
+        vec = self._table[ids].sum(axis=0, dtype=np.float32)
+        norm = float(np.sqrt(np.einsum("i,i->", vec, vec)))
+        if norm <= 0.0 or not np.isfinite(norm):
+            return None
+        vec /= norm
+        return vec
+
+
+def embedder() -> Embedder:
+    """The process-wide embedder (loaded once, on first use; thread-safe)."""
+    global _model
+    if _model is None:
+        with _lock:
+            if _model is None:
+                root = _package_dir()
+                _model = Embedder(root / _TOKENIZER, root / _WEIGHTS)
+    return _model
+
+
+def article_text(title: str, text: str) -> str:
+    """What is embedded: the title, then the body unless it only repeats the title."""
+    title = (title or "").strip()
+    body = (text or "").strip()
+    if not body or body == title:
+        return title
+    if title and body.startswith(title):
+        return body
+    return f"{title}\n{body}" if title else body
+
+
+def centred_cosines(
+    sums: np.ndarray, counts: np.ndarray, vec: np.ndarray, mean: np.ndarray | None
+) -> np.ndarray:
+    """Cosine of ``vec`` to each row of ``sums`` (a story's summed member vectors), in [-1, 1].
+
+    With ``mean`` both sides are taken relative to it: row ``i`` becomes
+    ``sums[i] - counts[i] * mean`` (each of its ``counts[i]`` members centred) and the
+    vector ``vec - mean``. A zero row or vector scores 0. (Few numpy calls: this runs for
+    every article, on a few dozen rows.)
+    """
+    rows = np.array(sums, dtype=np.float64)  # a copy: centred in place
+    a = np.asarray(vec, dtype=np.float64)
+    if mean is not None:
+        rows -= np.multiply.outer(np.asarray(counts, dtype=np.float64), mean)
+        a = a - mean
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows) * np.einsum("i,i->", a, a))
+    out = np.einsum("ij,j->i", rows, a) / np.maximum(norms, 1e-300)
+    out[norms <= 1e-12] = 0.0
+    return np.clip(out, -1.0, 1.0, out=out)
