@@ -17,7 +17,12 @@ real code path: claim due feeds (``FOR UPDATE SKIP LOCKED`` + lease), store the 
 (``cluster_pending``: advisory lock, catch-up, Redis index). No HTTP: fetching scales
 with the number of workers trivially and would only measure the network.
 
-Printed per worker count: articles per second (wall clock, all workers), the peak
+Printed per worker count: articles per second (wall clock, all workers), the workers'
+CPU time per article (user + system, all workers: less sensitive to other load on the
+machine than the wall clock), Redis commands
+per article (``INFO commandstats`` calls during the workers' run, commands run inside Lua
+scripts included, divided by the articles) and client round trips to Redis per article
+(requests the workers' clients sent: a pipeline or a script call is one), the peak
 memory (RSS) of each worker, Redis memory per indexed article (INFO used_memory
 after minus before, divided by the index entries), database size per article
 (pg_database_size after minus before, divided by the articles), and stories found.
@@ -117,10 +122,61 @@ def _entries(batch: list[Item]):  # type: ignore[no-untyped-def]
     ]
 
 
-def worker(args: tuple[str, str, str, list[list[list[Item]]], mp.Array, int]) -> tuple[int, int, float]:
+def _count_round_trips() -> list[int]:
+    """Count the requests this process's Redis clients send (one per command, pipeline or script call)."""
+    from redis.connection import AbstractConnection
+
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+    return sent
+
+
+def _commandstats(client) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return {name: int(stats["calls"]) for name, stats in client.info("commandstats").items()}
+
+
+def _defer_index_writes() -> None:
+    """``--defer-writes``: run each clustering pass's index writes through
+    ``CandidateIndex.batch()`` (write-behind: an insert rides with the next query), flushed
+    before the pass's transaction commits (at its last ``cluster_state()``), as the wiring
+    proposed for ``ingest._cluster_in_transaction`` would."""
+    from aggregator import ingest
+
+    original = ingest._cluster_in_transaction
+
+    class FlushingStorage:
+        def __init__(self, storage, engine):  # type: ignore[no-untyped-def]
+            self._storage, self._engine = storage, engine
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self._storage, name)
+
+        def cluster_state(self):  # type: ignore[no-untyped-def]
+            self._engine.clusterer._index.flush()  # inside the transaction, before the commit
+            return self._storage.cluster_state()
+
+    def deferred(storage, engine, *rest):  # type: ignore[no-untyped-def]
+        with engine.clusterer._index.batch():
+            original(FlushingStorage(storage, engine), engine, *rest)
+
+    ingest._cluster_in_transaction = deferred  # type: ignore[assignment]
+
+
+def worker(
+    args: tuple[str, str, str, list[list[list[Item]]], mp.Array, int, bool],
+) -> tuple[int, int, float, int, float]:
     """Claim, store, cluster until no feed is due and nothing is pending; returns
-    (articles stored, peak RSS in KiB, seconds spent clustering)."""
-    database_url, index_url, index_name, batches, progress, fetch_batch = args
+    (articles stored, peak RSS in KiB, seconds spent clustering, Redis round trips, CPU seconds)."""
+    database_url, index_url, index_name, batches, progress, fetch_batch, defer = args
+    sent = _count_round_trips()
+    if defer:
+        _defer_index_writes()
     from aggregator.cluster import ClusterSettings
     from aggregator.config import Settings
     from aggregator.coordination import index_storage_config
@@ -159,11 +215,12 @@ def worker(args: tuple[str, str, str, list[list[list[Item]]], mp.Array, int]) ->
             time.sleep(0.05)
     engine.close()
     storage.close()
-    return stored, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, clustering
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return stored, usage.ru_maxrss, clustering, sent[0], usage.ru_utime + usage.ru_stime
 
 
 def run(items: list[Item], feeds: int, workers: int, database_url: str, index_url: str,
-        per_fetch: int) -> dict[str, float]:
+        per_fetch: int, defer: bool = False) -> dict[str, float]:
     import redis
     from sqlalchemy import create_engine, text
 
@@ -193,10 +250,11 @@ def run(items: list[Item], feeds: int, workers: int, database_url: str, index_ur
     assert config is not None
     client = redis.Redis(**config["redis"])  # type: ignore[arg-type]
     redis_before = client.info("memory")["used_memory"]
+    commands_before = _commandstats(client)
     context = mp.get_context("fork")  # the batches and the progress counters are inherited
     progress = context.Array("i", feeds)
     queue = context.Queue()
-    job = (database_url, index_url, name, batches, progress, 4)
+    job = (database_url, index_url, name, batches, progress, 4, defer)
     processes = [context.Process(target=lambda: queue.put(worker(job))) for _ in range(workers)]
     started = time.perf_counter()
     for process in processes:
@@ -205,6 +263,9 @@ def run(items: list[Item], feeds: int, workers: int, database_url: str, index_ur
     seconds = time.perf_counter() - started
     for process in processes:
         process.join()
+    commands_after = _commandstats(client)
+    calls = {k: v - commands_before.get(k, 0) for k, v in commands_after.items()}
+    calls["cmdstat_info"] = 0  # this function's own INFO
     index = CandidateIndex(SketchParams(), 0.1, config)
     entries = len(index)
     redis_after = client.info("memory")["used_memory"]
@@ -225,6 +286,10 @@ def run(items: list[Item], feeds: int, workers: int, database_url: str, index_ur
         "articles": articles,
         "seconds": seconds,
         "articles_per_s": articles / seconds,
+        "redis_commands_per_article": sum(calls.values()) / max(1, articles),
+        "redis_round_trips_per_article": sum(r[3] for r in results) / max(1, articles),
+        "worker_cpu_ms_per_article": sum(r[4] for r in results) * 1000 / max(1, articles),
+        "redis_top_commands": dict(sorted(calls.items(), key=lambda kv: -kv[1])[:6]),
         "rss_mib_per_worker": max(r[1] for r in results) / 1024,
         "cluster_s_per_worker": max(r[2] for r in results),
         "index_entries": entries,
@@ -255,21 +320,28 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--index-url", default=DEFAULT_REDIS)
     parser.add_argument("--fast", action="store_true", help="CI: 900 articles, under 60 s")
+    parser.add_argument("--verbose", action="store_true", help="print the most called Redis commands")
+    parser.add_argument("--defer-writes", action="store_true",
+                        help="index writes ride with the next query (CandidateIndex.batch(), see _defer_index_writes)")
     args = parser.parse_args()
     if args.fast:
         args.articles, args.feeds = 900, 20
     _ensure_database(args.database_url)
     items = generate(args.articles, args.feeds)
     print(f"{len(items)} synthetic articles over {args.feeds} feeds, ~{args.per_fetch} per fetch; "
-          f"PostgreSQL {args.database_url.split('@')[-1]}, Redis {args.index_url}")
-    print("| workers | articles | seconds | articles/s | RSS MiB/worker | cluster s/worker | index entries "
-          "| Redis B/entry | DB B/article | stories |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"PostgreSQL {args.database_url.split('@')[-1]}, Redis {args.index_url}"
+          + ("; index writes deferred to the next query" if args.defer_writes else ""))
+    print("| workers | articles | seconds | articles/s | worker CPU ms/article | Redis cmds/article "
+          "| Redis round trips/article | RSS MiB/worker | cluster s/worker | index entries | Redis B/entry | DB B/article | stories |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for workers in args.workers:
-        r = run(items, args.feeds, workers, args.database_url, args.index_url, args.per_fetch)
+        r = run(items, args.feeds, workers, args.database_url, args.index_url, args.per_fetch, args.defer_writes)
         print(f"| {r['workers']} | {r['articles']} | {r['seconds']:.1f} | {r['articles_per_s']:.0f} | "
+              f"{r['worker_cpu_ms_per_article']:.1f} | {r['redis_commands_per_article']:.1f} | {r['redis_round_trips_per_article']:.1f} | "
               f"{r['rss_mib_per_worker']:.0f} | {r['cluster_s_per_worker']:.1f} | {r['index_entries']} | "
               f"{r['redis_bytes_per_entry']:.0f} | {r['db_bytes_per_article']:.0f} | {r['stories']} |", flush=True)
+        if args.verbose:
+            print(f"  top Redis commands: {r['redis_top_commands']}", flush=True)
 
 
 if __name__ == "__main__":
