@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .features import Features, extract, sketch_terms
-from .semantic import article_text, centred_cosines, embedder
+from .semantic import article_text, centred_cosines, centred_cosines_owned, embedder
 from .settings import ClusterSettings, Decision, Document
 from .sketch import CandidateIndex, Sketch, Sketcher, SketchParams
 
@@ -183,33 +183,33 @@ class Clusterer:
             if t is None or abs(t - a.time) <= window:
                 return Decision(a.story, 1.0, "copy", original)
         hits = self._index.query(prepared.sketch)
+        # the hits' articles still held, looked up once (for the copy test and the scoring)
+        held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
         # 2. near-exact copy among the LSH hits
         if f.length >= s.copy_min_terms:
             best_j, best_a = 0.0, None
             shingles = f.shingles
             size = len(shingles)
             lo, hi = size * s.copy_jaccard, size / s.copy_jaccard
-            for key in hits:
-                a = self._articles.get(key)  # type: ignore[call-overload]
-                if a is None:
-                    continue
-                other = len(a.shingles)
+            for a in held:
+                ash = a.shingles
+                other = len(ash)
                 if other < lo or other > hi or (t is not None and abs(t - a.time) > window):
                     continue  # sizes alone rule out the Jaccard needed
-                inter = len(shingles & a.shingles)
+                inter = len(shingles & ash)
                 j = inter / (size + other - inter)
                 if j > best_j or (j == best_j and best_a is not None and a.id < best_a.id):
                     best_j, best_a = j, a
             if best_a is not None and best_j >= s.copy_jaccard:
                 return Decision(best_a.story, 1.0, "copy", best_a.id)
         # 3. similarity to the candidate stories
-        scored = self.score_candidates(prepared, hits)
+        scored = self.score_candidates(prepared, hits, _held=held)
         passing = [(c["score"] - c["threshold"], c) for c in scored if c["score"] >= c["threshold"]]
         if not passing:
             if prepared.emb is not None and s.semantic_recent > 0:
                 # nothing passes on words: let the stories joined most recently compete on
                 # meaning too (a headline sharing no word with its story is no LSH hit)
-                scored = self.score_candidates(prepared, hits, recent=True)
+                scored = self.score_candidates(prepared, hits, recent=True, _held=held)
             sem = self._semantic_choice(scored)
             if sem is not None:
                 merge = self._bridged(prepared, sem, scored)
@@ -232,9 +232,10 @@ class Clusterer:
         """
         stories = self._stories
         zero = self._zero
-        rows = np.stack([zero if (v := stories[sid].sem) is None else v for sid in sids])
+        # a fresh float64 matrix (the stories' sums are float64): centred in place
+        rows = np.array([zero if (v := stories[sid].sem) is None else v for sid in sids], dtype=np.float64)
         counts = [stories[sid].sem_n for sid in sids]
-        return centred_cosines(rows, np.asarray(counts), emb, self._sem_mean())
+        return centred_cosines_owned(rows, counts, emb, self._sem_mean())
 
     def _sem_mean(self) -> Any:
         """The mean embedding to centre on, or None (centring off / nothing held yet).
@@ -502,19 +503,23 @@ class Clusterer:
     # ------------------------------------------------------------------ scoring
 
     def score_candidates(
-        self, prepared: Prepared, hits: list[Any] | None = None, *, recent: bool = False
+        self,
+        prepared: Prepared,
+        hits: list[Any] | None = None,
+        *,
+        recent: bool = False,
+        _held: list[_Article] | None = None,
     ) -> list[dict[str, Any]]:
         """Every candidate story with its evidence, score and threshold (for decide and analysis).
 
-        ``recent`` adds the second, semantic-only source (see :meth:`decide`)."""
+        ``recent`` adds the second, semantic-only source (see :meth:`decide`). ``_held``:
+        the articles of ``hits`` still held, when the caller looked them up already."""
         s = self.settings
-        if hits is None:
-            hits = self._index.query(prepared.sketch)
-        counts: Counter[int] = Counter()
-        for key in hits:
-            a = self._articles.get(key)
-            if a is not None:
-                counts[a.story] += 1
+        if _held is None:
+            if hits is None:
+                hits = self._index.query(prepared.sketch)
+            _held = [a for a in map(self._articles.get, hits) if a is not None]
+        counts: Counter[int] = Counter([a.story for a in _held])
         t = prepared.time if prepared.time is not None else self._clock
         cands = []
         for sid, n in counts.items():
@@ -554,13 +559,15 @@ class Clusterer:
         pt = prepared.time
         spec = f.names | f.numbers
         out = []
+        items = tuple(vec.items())
+        stories = self._stories
         for n, sid, gap in cands:
-            st = self._stories[sid]
-            cen = st.centroid
+            st = stories[sid]
+            get = st.centroid.get
             dot = 0.0
             shared = 0
-            for term, w in vec.items():
-                x = cen.get(term)
+            for term, w in items:
+                x = get(term)
                 if x is not None:
                     dot += w * x
                     shared += 1

@@ -427,7 +427,11 @@ def extract(title: str, text: str) -> Features:
     a body equal to the title (headline-only items) counts as no body.
     """
     t_words, title_terms, title_names = analyse(title or "")
-    b_words, body_terms, body_names = analyse(text or "")
+    if (text or "") == (title or ""):
+        # a headline-only item repeats its title as the body: the same analysis (read only below)
+        b_words, body_terms, body_names = t_words, title_terms, title_names
+    else:
+        b_words, body_terms, body_names = analyse(text or "")
     if t_words and b_words[: len(t_words)] == t_words:
         # drop the repeated title: its terms are the first len(title_terms) body terms
         body_terms = body_terms[len(title_terms) :]
