@@ -319,13 +319,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--index-url", default=DEFAULT_REDIS)
-    parser.add_argument("--fast", action="store_true", help="CI: 900 articles, under 60 s")
+    parser.add_argument("--fast", action="store_true", help="CI: 400 articles, about 25 s")
     parser.add_argument("--verbose", action="store_true", help="print the most called Redis commands")
     parser.add_argument("--defer-writes", action="store_true",
                         help="index writes ride with the next query (CandidateIndex.batch(), see _defer_index_writes)")
     args = parser.parse_args()
     if args.fast:
-        args.articles, args.feeds = 900, 20
+        args.articles, args.feeds = 400, 20
     _ensure_database(args.database_url)
     items = generate(args.articles, args.feeds)
     print(f"{len(items)} synthetic articles over {args.feeds} feeds, ~{args.per_fetch} per fetch; "
