@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from aggregator.cluster.sketch import CandidateIndex, SketchParams
 from aggregator.config import Settings
+from aggregator.coordination import index_storage_config
 from aggregator.storage import Storage
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+REDIS_URL = "redis://127.0.0.1:6379/15"  # tests of the shared index; each uses its own index name
 POSTGRES_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -51,6 +55,21 @@ def storage(settings: Settings) -> Iterator[Storage]:
     store.ensure_schema(auto_upgrade=True)
     yield store
     store.close()
+
+
+@pytest.fixture
+def index_config() -> Iterator[dict[str, object]]:
+    """datasketch's storage_config for a fresh index name in Redis database 15 (deleted afterwards)."""
+    if not _port_open("127.0.0.1", 6379):
+        if os.environ.get("CI"):
+            pytest.fail("Redis is not running at 127.0.0.1:6379 (CI must start it)")
+        pytest.skip("Redis is not running at 127.0.0.1:6379")
+    config = index_storage_config(REDIS_URL, f"test-{uuid.uuid4().hex[:10]}")
+    assert config is not None
+    yield config
+    index = CandidateIndex(SketchParams(), 0.1, config)
+    index.clear()
+    index.close()
 
 
 @pytest.fixture

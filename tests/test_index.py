@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
 
 from aggregator.cluster.sketch import CandidateIndex, Sketch, Sketcher, SketchParams
-from aggregator.coordination import index_storage_config
-from tests.conftest import _port_open
-
-
-@pytest.fixture
-def index_config() -> Iterator[dict[str, object]]:
-    """datasketch's storage_config for a fresh index name in Redis database 15 (deleted afterwards)."""
-    if not _port_open("127.0.0.1", 6379):
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running at 127.0.0.1:6379 (CI must start it)")
-        pytest.skip("Redis is not running at 127.0.0.1:6379")
-    config = index_storage_config("redis://127.0.0.1:6379/15", f"test-{uuid.uuid4().hex[:10]}")
-    assert config is not None
-    yield config
-    index = CandidateIndex(SketchParams(), 0.1, config)
-    index.clear()
-    index.close()
 
 
 def _sketches(rng: np.random.Generator, n: int, num_perm: int, alphabet: int, dtype: str) -> list[Sketch]:

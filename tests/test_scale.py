@@ -4,9 +4,7 @@ racing workers, feed claims, advisory-locked migrations and the incremental catc
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,29 +15,10 @@ from aggregator.cli import subscribe_demo
 from aggregator.cluster import Clusterer, ClusterSettings, Document
 from aggregator.cluster.sketch import CandidateIndex, IndexMismatchError, SketchParams
 from aggregator.config import Settings
-from aggregator.coordination import index_storage_config
 from aggregator.ingest import ClusterEngine, cluster_pending, run_pass
 from aggregator.models import ParsedEntry
 from aggregator.storage import SchemaOutOfDateError, Storage, open_storage
-from tests.conftest import NOW, _port_open
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-@pytest.fixture
-def index_config() -> Iterator[dict[str, object]]:
-    """datasketch's storage_config for a fresh index name in Redis database 15 (deleted afterwards)."""
-    if not _port_open("127.0.0.1", 6379):
-        if os.environ.get("CI"):
-            pytest.fail("Redis is not running at 127.0.0.1:6379 (CI must start it)")
-        pytest.skip("Redis is not running at 127.0.0.1:6379")
-    config = index_storage_config(REDIS_URL, f"test-{uuid.uuid4().hex[:10]}")
-    assert config is not None
-    yield config
-    index = CandidateIndex(SketchParams(), 0.1, config)
-    index.clear()
-    index.close()
-
+from tests.conftest import NOW
 
 _OPEN: list[Clusterer | CandidateIndex | ClusterEngine] = []
 
@@ -78,8 +57,15 @@ def _stories(storage: Storage) -> set[frozenset[str]]:
 def entry(key: str, title: str, text: str, *, minutes: int = 0) -> ParsedEntry:
     published = NOW + timedelta(minutes=minutes)
     return ParsedEntry(
-        key=key, title=title, link=f"https://{key}.example/story", summary=text[:200],
-        content_html=f"<p>{text}</p>", text=text, author=None, published=published, updated=published,
+        key=key,
+        title=title,
+        link=f"https://{key}.example/story",
+        summary=text[:200],
+        content_html=f"<p>{text}</p>",
+        text=text,
+        author=None,
+        published=published,
+        updated=published,
         content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
     )
 
@@ -198,7 +184,9 @@ def test_workers_claim_due_feeds_without_overlap_and_leases_expire(pg_url: str) 
 
 
 def _doc(n: int, title: str, text: str) -> Document:
-    return Document(id=n, title=title, text=text, published=NOW + timedelta(minutes=n), source=f"s{n}", url=None)
+    return Document(
+        id=n, title=title, text=text, published=NOW + timedelta(minutes=n), source=f"s{n}", url=None
+    )
 
 
 @pytest.mark.redis
@@ -254,8 +242,14 @@ def test_expired_articles_leave_the_shared_index(index_config: dict[str, object]
     first, second = _opened(Clusterer(settings, index_config)), _opened(Clusterer(settings, index_config))
     first.add(first.prepare(_doc(1, *STORY)), 100)
     second.restore(_doc(1, *STORY), 100)
-    later = Document(id=2, title="Budget vote delayed", text="Parliament delayed the budget vote again.",
-                     published=NOW + timedelta(hours=3), source="x", url=None)
+    later = Document(
+        id=2,
+        title="Budget vote delayed",
+        text="Parliament delayed the budget vote again.",
+        published=NOW + timedelta(hours=3),
+        source="x",
+        url=None,
+    )
     second.add(second.prepare(later), 200)  # the window moves on: article 1 expires
     assert _opened(CandidateIndex(SketchParams(), 0.1, index_config)).keys() == {2}
     # the first worker catches up with article 2 and prunes article 1 too: a no-op, no error
@@ -268,7 +262,9 @@ def test_expired_articles_leave_the_shared_index(index_config: dict[str, object]
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("shared", [False, pytest.param(True, marks=pytest.mark.redis)])
-def test_racing_workers_end_with_one_story(pg_url: str, tmp_path: Path, shared: bool, request: pytest.FixtureRequest) -> None:
+def test_racing_workers_end_with_one_story(
+    pg_url: str, tmp_path: Path, shared: bool, request: pytest.FixtureRequest
+) -> None:
     """Two workers (own engine, own ClusterEngine) store copies of one story at the same
     moment and cluster at once: the advisory lock serialises the passes, so one story."""
     config = request.getfixturevalue("index_config") if shared else None
@@ -281,13 +277,17 @@ def test_racing_workers_end_with_one_story(pg_url: str, tmp_path: Path, shared: 
         errors: list[BaseException] = []
 
         def work(
-            n: int, round_: int = round_, barrier: threading.Barrier = barrier,
+            n: int,
+            round_: int = round_,
+            barrier: threading.Barrier = barrier,
             errors: list[BaseException] = errors,
         ) -> None:
             storage, engine = workers[n]
             try:
                 title, text = STORY
-                item = entry(f"o{n}-r{round_}", f"{title} (round {round_})", f"{text} Round {round_}.", minutes=round_)
+                item = entry(
+                    f"o{n}-r{round_}", f"{title} (round {round_})", f"{text} Round {round_}.", minutes=round_
+                )
                 barrier.wait()
                 storage.save_entries(feeds[n], [item], source=f"Outlet {n}", fetched_at=NOW)
                 cluster_pending(storage, engine)
