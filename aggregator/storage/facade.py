@@ -1231,9 +1231,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
         """(id, name, folder) of every subscription, by name: cheap, for pickers."""
         with self._tx() as conn:
             rows = conn.execute(select(feeds.c.id, feeds.c.title, feeds.c.url, feeds.c.folder)).all()
-        return sorted(
-            ((row.id, row.title or row.url, row.folder) for row in rows), key=lambda item: item[1].lower()
-        )
+        return _feed_choices(rows)
 
     def folders(self) -> list[str]:
         """The folders the subscriptions use, sorted."""
@@ -1330,11 +1328,7 @@ def story_version(storage: Storage, story_id: int) -> StoryVersion | None:
         if record is None:
             return None
         return StoryVersion(record.id, record.updated_at, record.article_count, record.merged_into)
-    try:
-        rows = conn.execute(_VERSION_SQL, (story_id,)).fetchall()  # read to the end: no open snapshot
-    except Exception as exc:  # sqlite3.Error; the connection is rebuilt next time
-        storage.__dict__["_version_local"].conn = None
-        raise StorageUnavailableError(_describe(exc)) from exc
+    (rows,) = _raw_read(storage, conn, (_VERSION_SQL, (story_id,)))
     if not rows:
         return None
     row = rows[0]
@@ -1365,25 +1359,37 @@ def river_versions(
     if conn is None:
         page = storage.find_stories(flt, limit=limit, offset=offset, order=order, details=False)
         return page.total, [StoryVersion(s.id, s.updated_at, s.article_count, None) for s in page.stories]
-    try:
-        conn.execute("BEGIN")  # one snapshot for both statements
-        try:
-            total = conn.execute(
-                f"SELECT count(*) FROM stories WHERE {_LISTING_WHERE}", (flt.min_sources,)
-            ).fetchall()
-            rows = conn.execute(
-                f"SELECT id, updated_at, article_count FROM stories WHERE {_LISTING_WHERE} "
-                f"ORDER BY {_LISTING_ORDER[order]} LIMIT ? OFFSET ?",
-                (flt.min_sources, limit, offset),
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-    except Exception as exc:
-        storage.__dict__["_version_local"].conn = None
-        raise StorageUnavailableError(_describe(exc)) from exc
+    total, rows = _raw_read(
+        storage,
+        conn,
+        (f"SELECT count(*) FROM stories WHERE {_LISTING_WHERE}", (flt.min_sources,)),
+        (
+            f"SELECT id, updated_at, article_count FROM stories WHERE {_LISTING_WHERE} "
+            f"ORDER BY {_LISTING_ORDER[order]} LIMIT ? OFFSET ?",
+            (flt.min_sources, limit, offset),
+        ),
+    )
     return int(total[0][0]), [
         StoryVersion(row[0], _version_time(row[1]), row[2], None) for row in rows
     ]
+
+
+def _raw_read(storage: Storage, conn: Any, *statements: tuple[str, tuple[Any, ...]]) -> list[list[Any]]:
+    """The rows of each ``(sql, params)`` on this thread's SQLite connection, every result
+    read to the end (no snapshot left open), several statements in one snapshot. On an
+    error the connection is dropped (rebuilt next time) and the storage error raised."""
+    several = len(statements) > 1
+    try:
+        if several:
+            conn.execute("BEGIN")
+        try:
+            return [conn.execute(sql, params).fetchall() for sql, params in statements]
+        finally:
+            if several:
+                conn.execute("COMMIT")
+    except Exception as exc:  # sqlite3.Error
+        storage.__dict__["_version_local"].conn = None
+        raise StorageUnavailableError(_describe(exc)) from exc
 
 
 def _version_time(value: Any) -> datetime:
@@ -1420,9 +1426,10 @@ def feed_choices_fast(storage: Storage) -> list[tuple[int, str, str | None]]:
     conn = _version_connection(storage)
     if conn is None:
         return storage.feed_choices()
-    try:
-        rows = conn.execute("SELECT id, title, url, folder FROM feeds").fetchall()
-    except Exception as exc:
-        storage.__dict__["_version_local"].conn = None
-        raise StorageUnavailableError(_describe(exc)) from exc
+    (rows,) = _raw_read(storage, conn, ("SELECT id, title, url, folder FROM feeds", ()))
+    return _feed_choices(rows)
+
+
+def _feed_choices(rows: Iterable[Any]) -> list[tuple[int, str, str | None]]:
+    """(id, name, folder) by name from (id, title, url, folder) rows: a feed without a title is named by its URL."""
     return sorted(((row[0], row[1] or row[2], row[3]) for row in rows), key=lambda item: item[1].lower())
