@@ -128,7 +128,7 @@ def breakdown(clusterer: Clusterer, sample: int = 2000) -> dict[str, float]:
     shingles = [frozenset(list(a.shingles)) for a in held]
     out["term_set"] = (tracemalloc.get_traced_memory()[0] - base) / n
     base = tracemalloc.get_traced_memory()[0]
-    sketches = [type(a.sketch)(a.sketch._m.copy()) for a in held]  # permutations shared, as in the clusterer
+    sketches = [type(a.sketch)(values=a.sketch.values.copy(), template=a.sketch._template) for a in held]  # as in the clusterer
     out["sketch"] = (tracemalloc.get_traced_memory()[0] - base) / n
     base = tracemalloc.get_traced_memory()[0]
     index = make_index("datasketch", clusterer.settings)

@@ -36,9 +36,16 @@ def _sketches(rng: np.random.Generator, n: int, num_perm: int, alphabet: int, dt
     ("threshold", "num_perm", "alphabet", "buffer"),
     [(0.1, 128, 3, 16), (0.1, 128, 6, 2048), (0.5, 128, 2, 8), (0.9, 64, 2, 8), (0.3, 256, 2, 32)],
 )
+@pytest.mark.parametrize("direct", [0, 1 << 30], ids=["fenced-runs", "direct-runs"])
 def test_queries_equal_datasketch_with_removals(
-    threshold: float, num_perm: int, alphabet: int, buffer: int
+    threshold: float, num_perm: int, alphabet: int, buffer: int, direct: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every query gives datasketch's answer, and query_counts the number of bands each
+    key really shares, through inserts, re-inserts, removals, flushes and merges; runs
+    searched through their fences and directly."""
+    from aggregator.cluster import sketch as sketch_module
+
+    monkeypatch.setattr(sketch_module._Run, "direct", direct)
     rng = np.random.default_rng(int(threshold * 100) + num_perm + alphabet)
     pyrng = random.Random(5)
     params = SketchParams(num_perm=num_perm)
@@ -70,6 +77,12 @@ def test_queries_equal_datasketch_with_removals(
             got = index.query(sketch)
             assert len(got) == len(set(got))
             assert set(got) == set(reference.query(sketch._m)), step
+            keys, counts = index.query_counts(sketch)
+            assert counts is not None and sorted(keys) == sorted(got)
+            b, r = index.bands
+            for k, n in zip(keys, counts.tolist(), strict=True):
+                same = held[k].values[: b * r].reshape(b, r) == sketch.values[: b * r].reshape(b, r)
+                assert n == int(same.all(axis=1).sum()), (step, k)
         if step % 500 == 0:
             assert index.keys() == set(held) and len(index) == len(held)
             assert all((k in index) == (k in held) for k in range(0, 1500, 7))
@@ -230,3 +243,29 @@ def test_deferred_writes_ride_with_the_next_query(index_config: dict[str, object
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
         index.close()
         other.close()
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "affine64", "legacy"])
+@pytest.mark.parametrize("num_perm", [64, 128])
+def test_sketches_equal_datasketch_minhash(scheme: str, num_perm: int) -> None:
+    """The sketcher's own numpy path gives the very hash values of datasketch's
+    MinHash.update_batch with the same hash function, seed and scheme (also for
+    the empty set and for non-ASCII terms), and round-trips through bytes."""
+    import xxhash
+
+    params = SketchParams(num_perm=num_perm, seed=7, scheme=scheme)
+    sketcher = Sketcher(params)
+    hashfunc = xxhash.xxh64_intdigest if scheme == "affine64" else xxhash.xxh32_intdigest
+    rng = random.Random(3)
+    vocab = ["putin", "kremlin", "ukraine", "talks", "7.0", "1000", "zelensky", "münchen", "東京", "naïve"]
+    vocab += [f"w{i}" for i in range(300)]
+    for size in [0, 1, 2, 5, 40, 300]:
+        terms = rng.sample(vocab, size)
+        reference = MinHash(num_perm=num_perm, seed=7, hashfunc=hashfunc, scheme=scheme)  # type: ignore[arg-type]
+        reference.update_batch([t.encode("utf-8") for t in terms])
+        got = sketcher.sketch(terms)
+        assert got.values.dtype == reference.hashvalues.dtype
+        assert np.array_equal(got.values, reference.hashvalues), (scheme, size)
+        assert got._m.jaccard(reference) == 1.0
+        back = sketcher.from_bytes(sketcher.to_bytes(got))
+        assert back is not None and np.array_equal(back.values, got.values)

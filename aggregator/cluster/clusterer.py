@@ -107,6 +107,25 @@ def _add_into(target: Vector, vec: Vector, norm2: float, scale: float = 1.0) -> 
     return norm2 + 2.0 * dot + sq
 
 
+def _copy_min_bands(bands: int, rows: int, jaccard: float, miss: float = 1e-9) -> int:
+    """The fewest LSH bands a near-exact copy shares with its original, but for odds ``miss``.
+
+    The sketch is a MinHash of the very term set whose Jaccard ``J`` the copy test
+    measures, so a band (``rows`` values) agrees with probability ``J ** rows``, and
+    a pair with ``J >= jaccard`` shares ``Binomial(bands, jaccard ** rows)`` bands or
+    more. The largest ``k`` with ``P(X < k) <= miss`` is returned: hits sharing fewer
+    bands are skipped by the copy test (64 bands of 2 rows, J >= 0.8: ``k`` = 17 of an
+    expected 41). At least 1 (every hit shares one band).
+    """
+    p = jaccard**rows
+    below = 0.0
+    for k in range(bands + 1):
+        below += math.comb(bands, k) * p**k * (1.0 - p) ** (bands - k)  # P(X <= k)
+        if below > miss:
+            return max(1, k)
+    return max(1, bands)
+
+
 def _unit(vec: Vector) -> Vector:
     n = math.sqrt(sum(v * v for v in vec.values()))
     if n <= 0.0:
@@ -135,6 +154,7 @@ class Clusterer:
         self._params = SketchParams(num_perm=s.num_perm, seed=s.seed, scheme=s.scheme)
         self._sketcher = Sketcher(self._params)
         self._index = CandidateIndex(self._params, s.threshold, storage_config)
+        self._copy_bands = _copy_min_bands(*self._index.bands, s.copy_jaccard)
         self._window = s.window_hours * 3600.0
         self._articles: dict[int, _Article] = {}
         self._stories: dict[int, _Story] = {}
@@ -182,16 +202,23 @@ class Clusterer:
             a = self._articles[original]
             if t is None or abs(t - a.time) <= window:
                 return Decision(a.story, 1.0, "copy", original)
-        hits = self._index.query(prepared.sketch)
+        hits, bands = self._index.query_counts(prepared.sketch)
         # the hits' articles still held, looked up once (for the copy test and the scoring)
         held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
         # 2. near-exact copy among the LSH hits
         if f.length >= s.copy_min_terms:
+            if bands is None:
+                pool = held
+            else:
+                # only hits sharing enough bands can have the term-set Jaccard of a copy
+                # (see _copy_min_bands: a real copy is missed with probability < 1e-9)
+                near = itertools.compress(hits, (bands >= self._copy_bands).tolist())
+                pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
             best_j, best_a = 0.0, None
             shingles = f.shingles
             size = len(shingles)
             lo, hi = size * s.copy_jaccard, size / s.copy_jaccard
-            for a in held:
+            for a in pool:
                 ash = a.shingles
                 other = len(ash)
                 if other < lo or other > hi or (t is not None and abs(t - a.time) > window):

@@ -355,38 +355,59 @@ def _is_title_case_line(raw_words: list[str]) -> bool:
     return caps >= 0.7 * len(long_words)
 
 
+class _Lexicon(dict[str, tuple[str, str | None]]):
+    """raw word -> (normalised word, its term or None for a stop-word), filled on demand.
+
+    Both are pure functions of the raw word, and a news stream repeats its words: the
+    lookup replaces two Python calls per word. Cleared when it reaches ``size`` words (a
+    plain bound: results never depend on it)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def __missing__(self, raw: str) -> tuple[str, str | None]:
+        if len(self) >= self._size:
+            self.clear()
+        w = _norm_word(raw)
+        term = None if w in STOPWORDS or (len(w) == 1 and not w.isdigit()) else stem(w)
+        entry = self[raw] = (w, term)
+        return entry
+
+
+_LEXICON = _Lexicon(200_000)
+
+
 def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
     """Every normalised word (for fingerprints), the content terms, and the terms written as names."""
     text = normalise(text)
     all_words: list[str] = []
     terms: list[str] = []
     names: set[str] = set()
+    lex = _LEXICON.__getitem__
     for line in text.split("\n"):
         raw_words = _WORD.findall(line)
         if not raw_words:
             continue
-        names_allowed = not line.islower() and not _is_title_case_line(raw_words)
+        if line.islower() or _is_title_case_line(raw_words):
+            # no names to find: the words and terms alone
+            entries = list(map(lex, raw_words))
+            all_words += [w for w, _ in entries]
+            terms += [t for _, t in entries if t is not None]
+            continue
         prev_end = 0
-        for m in _WORD.finditer(line) if names_allowed else ():
+        for m in _WORD.finditer(line):
             raw = m.group()
-            gap = line[prev_end : m.start()]
-            sentence_start = prev_end == 0 or _BREAK.search(gap) is not None
+            start = m.start()
+            sentence_start = prev_end == 0 or _BREAK.search(line, prev_end, start) is not None
             prev_end = m.end()
-            w = _norm_word(raw)
+            w, t = lex(raw)
             all_words.append(w)
-            if w in STOPWORDS or (len(w) == 1 and not w.isdigit()):
+            if t is None:
                 continue
-            t = stem(w)
             terms.append(t)
             if not sentence_start and raw[0].isupper() and w not in _NOT_NAMES:
                 names.add(t)
-        if not names_allowed:
-            for raw in raw_words:
-                w = _norm_word(raw)
-                all_words.append(w)
-                if w in STOPWORDS or (len(w) == 1 and not w.isdigit()):
-                    continue
-                terms.append(stem(w))
     return all_words, terms, names
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,22 @@ def _package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+class _Pieces(dict[str, list[int]]):
+    """word -> its token ids, filled on demand; cleared when it reaches ``size`` words
+    (a plain bound: the result never depends on the cache)."""
+
+    def __init__(self, tok: Any, size: int) -> None:
+        super().__init__()
+        self._encode = tok.encode
+        self._size = size
+
+    def __missing__(self, word: str) -> list[int]:
+        if len(self) >= self._size:
+            self.clear()
+        piece = self[word] = self._encode(word, add_special_tokens=False).ids
+        return piece
+
+
 class Embedder:
     """Unit sentence vectors: mean of WordLlama token embeddings."""
 
@@ -78,7 +95,7 @@ class Embedder:
         self._table = np.ascontiguousarray(table, dtype=np.float32)
         self.max_chars = max_chars
         self.cache_size = 200_000  # words
-        self._cache: dict[str, list[int]] = {}
+        self._cache = _Pieces(self._tok, self.cache_size)
         self.dim = int(self._table.shape[1])
 
     def tokens(self, text: str) -> list[int]:
@@ -86,18 +103,10 @@ class Embedder:
 
         The Llama tokenizer never merges across a space, so tokenising each
         whitespace-separated word alone gives the same pieces (newlines aside); the
-        words are cached, which saves most of the tokenizer's cost on a news stream.
+        words are cached, which saves most of the tokenizer's cost on a news stream
+        (and the loop over the words runs in C: a cache miss calls the tokenizer).
         """
-        cache = self._cache
-        ids: list[int] = []
-        for word in text[: self.max_chars].split():
-            piece = cache.get(word)
-            if piece is None:
-                if len(cache) >= self.cache_size:
-                    cache.clear()  # a plain bound; the result never depends on the cache
-                piece = cache[word] = self._tok.encode(word, add_special_tokens=False).ids
-            ids.extend(piece)
-        return ids
+        return list(chain.from_iterable(map(self._cache.__getitem__, text[: self.max_chars].split())))
 
     def embed(self, text: str) -> np.ndarray | None:
         """The unit vector of ``text``, or None when it has no tokens (or a zero mean)."""

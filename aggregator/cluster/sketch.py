@@ -96,6 +96,7 @@ from typing import Any
 import numpy as np
 import xxhash
 from datasketch import MinHash, MinHashLSH
+from datasketch.minhash import _fmix  # the pre-mix of the affine schemes (see Sketcher)
 
 _DTYPES = {"affine32": np.dtype("<u4"), "legacy": np.dtype("<u8"), "affine64": np.dtype("<u8")}
 
@@ -119,23 +120,53 @@ class SketchParams:
 
 
 class Sketch:
-    """An opaque MinHash of one article (datasketch's object stays inside this module)."""
+    """An opaque MinHash signature of one article: its hash values.
 
-    __slots__ = ("_m",)
+    datasketch's :class:`MinHash` object is made only when asked for (``_m``: tests
+    compare with datasketch's own LSH); the clusterer and the indexes use ``values``.
+    """
 
-    def __init__(self, m: MinHash) -> None:
-        self._m = m
+    __slots__ = ("values", "_template")
+
+    def __init__(
+        self, m: MinHash | None = None, *, values: np.ndarray | None = None, template: MinHash | None = None
+    ) -> None:
+        if m is not None:
+            values, template = m.hashvalues, m
+        if values is None or template is None:
+            raise TypeError("Sketch needs a MinHash, or values and a template MinHash")
+        self.values = values
+        self._template = template
+
+    @property
+    def _m(self) -> MinHash:
+        t = self._template
+        return MinHash(
+            num_perm=len(self.values),
+            seed=t.seed,
+            hashvalues=self.values,
+            permutations=t.permutations,
+            scheme=t.scheme,
+        )
 
     def jaccard(self, other: Sketch) -> float:
-        return float(np.count_nonzero(self._m.hashvalues == other._m.hashvalues)) / len(self._m.hashvalues)
+        return float(np.count_nonzero(self.values == other.values)) / len(self.values)
 
 
 class Sketcher:
-    """Makes sketches of term sets with pinned parameters."""
+    """Makes sketches of term sets with pinned parameters.
+
+    For the affine schemes the signature is computed here, in a few numpy operations,
+    with datasketch's own permutations and pre-mix (``_fmix``): the very values
+    ``MinHash.update_batch`` gives (a test compares them for every scheme), without
+    building a MinHash object per article - its constructor re-checks the shared
+    permutations every time, which was a third of the sketch's cost.
+    """
 
     def __init__(self, params: SketchParams) -> None:
         self.params = params
         hashfunc = _h64 if params.scheme == "affine64" else _h32
+        self._hashfunc = xxhash.xxh64_intdigest if params.scheme == "affine64" else xxhash.xxh32_intdigest
         self._template = MinHash(
             num_perm=params.num_perm,
             seed=params.seed,
@@ -143,28 +174,35 @@ class Sketcher:
             scheme=params.scheme,  # type: ignore[arg-type]
         )
         self._dtype = _DTYPES[params.scheme]
+        t = self._template
+        self._fast = params.scheme != "legacy"
+        self._width = 64 if params.scheme == "affine64" else 32
+        self._a = t.permutations[0].reshape(1, -1)
+        self._b = t.permutations[1].reshape(1, -1)
+        self._empty = t.hashvalues  # the values of an empty set (never written to: sketches get new arrays)
 
     def sketch(self, terms: Iterable[str]) -> Sketch:
-        m = self._template.copy()
-        m.update_batch([t.encode("utf-8") for t in terms])
-        return Sketch(m)
+        if not self._fast:
+            m = self._template.copy()
+            m.update_batch([t.encode("utf-8") for t in terms])
+            return Sketch(m)
+        h = self._hashfunc
+        hv = np.array([h(t.encode("utf-8")) for t in terms], dtype=self._empty.dtype)
+        if not len(hv):
+            return Sketch(values=self._empty.copy(), template=self._template)
+        hv = _fmix(hv.reshape(-1, 1), self._width)
+        values = np.minimum(self._empty, (hv * self._a + self._b).min(axis=0))
+        return Sketch(values=values, template=self._template)
 
     def to_bytes(self, sketch: Sketch) -> bytes:
-        return np.asarray(sketch._m.hashvalues, dtype=self._dtype).tobytes()
+        return np.asarray(sketch.values, dtype=self._dtype).tobytes()
 
     def from_bytes(self, data: bytes) -> Sketch | None:
         """The sketch stored as ``data``, or None when its size does not fit these params."""
         if len(data) != self.params.num_perm * self._dtype.itemsize:
             return None
         values = np.frombuffer(data, dtype=self._dtype).astype(self._template.hashvalues.dtype)
-        m = MinHash(
-            num_perm=self.params.num_perm,
-            seed=self.params.seed,
-            hashvalues=values,
-            permutations=self._template.permutations,
-            scheme=self.params.scheme,  # type: ignore[arg-type]
-        )
-        return Sketch(m)
+        return Sketch(values=values, template=self._template)
 
 
 class IndexMismatchError(ValueError):
@@ -190,7 +228,7 @@ def _matrix(signatures: Iterable[Any], num_perm: int, dtype: np.dtype) -> np.nda
     blobs = []
     for sig in signatures:
         if isinstance(sig, Sketch):
-            sig = sig._m.hashvalues
+            sig = sig.values
         if isinstance(sig, np.ndarray):
             sig = np.asarray(sig, dtype=dtype).tobytes()
         if len(sig) != size:
@@ -207,6 +245,7 @@ class _Run:
     that blocks and windows need no bounds checks."""
 
     __slots__ = ("keys", "vals", "fence", "n")
+    direct = 1 << 18  # runs of up to this many entries are searched without the fence (2 MB of keys)
 
     def __init__(self, keys: np.ndarray, vals: np.ndarray) -> None:
         self.n = len(keys)
@@ -224,6 +263,15 @@ class _Run:
         """(positions of the entries whose key is one of the sorted probes ``sq``, how
         many entries each probe matched)."""
         keys = self.keys
+        if self.n <= self.direct:
+            # a run this small stays in the CPU's caches: two plain binary searches
+            live = keys[: self.n]
+            lo = live.searchsorted(sq, "left")
+            counts = live.searchsorted(sq, "right") - lo
+            total = int(counts.sum())
+            if not total:
+                return _NONE, counts
+            return np.repeat(lo - (counts.cumsum() - counts), counts) + np.arange(total), counts
         # the first key >= q lies in (start, start + _STEP] of the last block starting below q
         start = self.fence.searchsorted(sq, "left") * _STEP
         lo = start + (keys[start[:, None] + _BLOCK] < sq[:, None]).sum(axis=1)
@@ -263,7 +311,6 @@ class _BandIndex:
         self._buffer = buffer  # newest articles held in a dict while queries come
         self._batch = batch  # ... and in a list only, while none does (a restart)
         self._band = np.arange(bands, dtype=np.int64)
-        self._bandlist = list(range(bands))
         self.clear()
 
     def clear(self) -> None:
@@ -277,7 +324,10 @@ class _BandIndex:
         self._new_keys: list[np.ndarray] = []  # band keys of the articles not in a run yet
         self._new_slots: list[int] = []
         self._indexed = 0  # how many of those are in _recent
-        self._recent: dict[int, int | list[int]] = {}  # band key * b + band -> slot(s)
+        # one dict per band: band key -> slot, or list of slots (slot 0 is never used, so a
+        # slot is never falsy)
+        self._recent: list[dict[int, int | list[int]]] = [{} for _ in range(self.b)]
+        self._recent_n = 0  # articles in _recent
         self._streaming = False  # queries come: index new articles in _recent at once
 
     # ------------------------------------------------------------------ band keys
@@ -372,6 +422,10 @@ class _BandIndex:
             self._compact()
 
     def query(self, hashvalues: np.ndarray) -> list[Hashable]:
+        return self.query_counts(hashvalues)[0]
+
+    def query_counts(self, hashvalues: np.ndarray) -> tuple[list[Hashable], np.ndarray]:
+        """The keys sharing a band with ``hashvalues``, and how many bands each shares."""
         q = self._one(hashvalues)
         self._streaming = True
         waiting = len(self._new_slots) - self._indexed
@@ -391,25 +445,31 @@ class _BandIndex:
                 if len(at):
                     v = run.vals[at]
                     parts.append(v[v % b == np.repeat(order, counts)])  # the same band, not only the same key
-        if self._recent:
-            recent, found = self._recent, []
-            for band, k in zip(self._bandlist, q.tolist(), strict=True):
-                slots = recent.get(k * b + band)
-                if slots is not None:
-                    if type(slots) is list:
-                        found += slots
-                    else:
-                        found.append(slots)
+        if self._recent_n:
+            found: list[int] = []
+            # every band's dict looked up in C; most bands find nothing
+            for slots in filter(None, map(dict.get, self._recent, q.tolist())):
+                if type(slots) is list:
+                    found += slots
+                else:
+                    found.append(slots)
             if found:
                 parts.append(np.asarray(found, dtype=np.int64) * b)
         if not parts:
-            return []
+            return [], _NONE
         slots = np.concatenate(parts) if len(parts) > 1 else parts[0]
         slots //= b
-        slots.sort()
+        slots.sort()  # a slot once per band it shares (an article is in one run or the dict)
         if len(slots) > 1:
-            slots = slots[np.concatenate((_TRUE, slots[1:] != slots[:-1]))]
-        return self._key_of[slots[self._alive[slots]]].tolist()
+            starts = np.concatenate((_TRUE, slots[1:] != slots[:-1])).nonzero()[0]
+            counts = np.empty(len(starts), dtype=np.int64)
+            np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+            counts[-1] = len(slots) - starts[-1]
+            slots = slots[starts]
+        else:
+            counts = np.ones(len(slots), dtype=np.int64)
+        alive = self._alive[slots]
+        return self._key_of[slots[alive]].tolist(), counts[alive]
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._slot_of
@@ -428,9 +488,8 @@ class _BandIndex:
     # ------------------------------------------------------------------ runs
 
     def _index(self, slot: int, keys: np.ndarray) -> None:
-        recent, b = self._recent, self.b
-        for band, k in zip(self._bandlist, keys.tolist(), strict=True):
-            k = k * b + band
+        self._recent_n += 1
+        for recent, k in zip(self._recent, keys.tolist(), strict=True):
             slots = recent.get(k)
             if slots is None:
                 recent[k] = slot
@@ -444,7 +503,8 @@ class _BandIndex:
             return
         slots = np.asarray(self._new_slots, dtype=np.int64)
         keys = np.stack(self._new_keys)
-        self._new_keys, self._new_slots, self._indexed, self._recent = [], [], 0, {}
+        self._new_keys, self._new_slots, self._indexed = [], [], 0
+        self._recent, self._recent_n = [{} for _ in range(self.b)], 0
         alive = self._alive[slots]
         if not alive.all():
             self._release(slots[~alive])
@@ -670,7 +730,7 @@ class CandidateIndex:
             self._redis.delete(*names[at : at + 1000])
 
     def _hashes(self, sketch: Sketch) -> list[bytes]:
-        values = sketch._m.hashvalues
+        values = sketch.values
         return [self._lsh._H(values[start:end]) for start, end in self._lsh.hashranges]
 
     # ------------------------------------------------------------------ operations
@@ -678,9 +738,9 @@ class CandidateIndex:
     def insert(self, key: Hashable, sketch: Sketch) -> None:
         """Index ``key`` (a key already indexed is replaced)."""
         if self._local is not None:
-            self._local.insert(key, sketch._m.hashvalues)
+            self._local.insert(key, sketch.values)
             return
-        self._write(self._insert_script, self._insert_args(key, sketch._m.hashvalues))
+        self._write(self._insert_script, self._insert_args(key, sketch.values))
 
     def _insert_args(self, key: Hashable, values: np.ndarray) -> list[bytes]:
         H = self._lsh._H
@@ -714,10 +774,18 @@ class CandidateIndex:
             )
         return len(pairs)
 
+    def query_counts(self, sketch: Sketch) -> tuple[list[Hashable], np.ndarray | None]:
+        """:meth:`query`, with how many bands each key shares with ``sketch`` (an array in
+        the keys' order) where the index can tell cheaply: in process; None from Redis,
+        whose one-script query returns the union of the bands."""
+        if self._local is not None:
+            return self._local.query_counts(sketch.values)
+        return self.query(sketch), None
+
     def query(self, sketch: Sketch) -> list[Hashable]:
         """The keys sharing at least one band with ``sketch``, in no particular order."""
         if self._local is not None:
-            return self._local.query(sketch._m.hashvalues)
+            return self._local.query(sketch.values)
         args = [self._prefix, *self._hashes(sketch)]
         if not self._pending:
             return _unpack_keys(self._query_script(args=args))
