@@ -7,10 +7,14 @@ shared Redis index by 1, 2 and 4 worker processes.
 
 Each run starts from an empty database (schema dropped; a dedicated database
 ``aggregator_bench`` by default, created when absent) and a fresh index name in Redis
-database 13. The articles come from a generator with realistic lengths (titles 6-14
-words, bodies 40-400 words, Zipf-distributed vocabulary), grouped in events: a known
-share are near-duplicates (a wire copy with a few words changed) and same-event
-rewrites (other wording, the event's key terms), the rest stand alone. They are spread
+database 13. The articles come from the benchmarks' shared synthetic stream
+(``benchmarks/synthetic.py``: realistic lengths, ``--length mixed`` by default = 70 %
+headline + summary and 30 % 600-word texts; events with same-event rewrites and 15 %
+wire copies; topics whose words make unrelated reports collide in LSH as real news
+does), at ~1,500 articles an hour by default (1M articles span 28 days, so the 72 h
+window holds ~107k). The stream is calibrated for LSH collisions and lengths, not for
+the decision rule: its stories are not a clustering-quality figure (the labelled data in
+``../shared/eval`` is). They are spread
 over feeds; each feed delivers its articles in batches ("fetches"). Workers run the
 real code path: claim due feeds (``FOR UPDATE SKIP LOCKED`` + lease), store the batch
 (``save_entries`` with the feed's state, one transaction), cluster what is pending
@@ -32,16 +36,21 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import random
 import resource
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import synthetic  # noqa: E402
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/aggregator_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 START = datetime(2026, 11, 1, tzinfo=UTC)
+DENSITY = 1_000_000 / 28  # articles a day by default: tens of thousands of feeds
 
 
 # --------------------------------------------------------------------------- synthetic articles
@@ -56,51 +65,15 @@ class Item:
     published: datetime
 
 
-def _vocabulary(rng: random.Random, size: int) -> list[str]:
-    consonants, vowels = "bcdfghklmnprstvz", "aeiou"
-    words = set()
-    while len(words) < size:
-        n = rng.randint(2, 4)
-        words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(n)))
-    return sorted(words)
-
-
-def generate(n: int, feeds: int, seed: int = 7, dup_share: float = 0.15, rewrite_share: float = 0.35) -> list[Item]:
-    """``n`` articles over ``feeds`` feeds and ~n/8 hours; ``dup_share`` are near-duplicates
-    of an earlier article, ``rewrite_share`` other outlets' rewrites of an earlier event."""
-    rng = random.Random(seed)
-    vocab = _vocabulary(rng, 20000)
-    weights = [1.0 / (rank + 1) ** 1.05 for rank in range(len(vocab))]
-    names = [w.capitalize() for w in rng.sample(vocab, 3000)]
-
-    def words(k: int) -> list[str]:
-        return rng.choices(vocab, weights=weights, k=k)
-
-    events: list[tuple[list[str], list[str]]] = []  # (key terms, names)
-    items: list[Item] = []
-    span = timedelta(minutes=n / 8.0)  # ~8 articles a minute: tens of thousands of feeds
-    for i in range(n):
-        published = START + span * (i / max(1, n))
-        roll = rng.random()
-        feed = rng.randrange(feeds)
-        if items and roll < dup_share:
-            original = items[rng.randrange(max(0, len(items) - 200), len(items))]
-            body = original.text.split()
-            for _ in range(max(1, len(body) // 40)):
-                body[rng.randrange(len(body))] = rng.choice(vocab)
-            items.append(Item(feed, f"a{i}", original.title, " ".join(body), published))
-            continue
-        if events and roll < dup_share + rewrite_share:
-            terms, who = events[rng.randrange(max(0, len(events) - 100), len(events))]
-        else:
-            terms, who = rng.sample(vocab[200:], 8), rng.sample(names, 2)
-            events.append((terms, who))
-        length = int(min(400, max(40, rng.lognormvariate(4.6, 0.6))))
-        body = words(length) + terms * 2 + who
-        rng.shuffle(body)
-        title = " ".join(rng.sample(terms, 4) + words(rng.randint(2, 10)))
-        items.append(Item(feed, f"a{i}", title.capitalize(), " ".join(body), published))
-    return items
+def generate(n: int, feeds: int, seed: int = 7, length: str = "mixed", days: float = 28.0) -> list[Item]:
+    """``n`` articles of the shared synthetic stream (``benchmarks/synthetic.py``: events,
+    same-event rewrites, 15 % wire copies, topics whose words collide in LSH as real news
+    does), its outlets as the feeds."""
+    stream = synthetic.Stream(seed, length=length, days=days, outlets=feeds)
+    return [
+        Item(item.outlet, f"a{item.index}", item.title, item.text, item.published)
+        for item in stream.items(n)
+    ]
 
 
 # --------------------------------------------------------------------------- one run
@@ -116,7 +89,7 @@ def _entries(batch: list[Item]):  # type: ignore[no-untyped-def]
             key=item.key, title=item.title, link=f"https://outlet{item.feed}.example/{item.key}",
             summary=item.text[:300], content_html="", text=item.text, author=None,
             published=item.published, updated=item.published,
-            content_hash=hashlib.sha256(item.text.encode()).hexdigest(),
+            content_hash=hashlib.sha256(item.text.encode()).hexdigest(), dated=True,
         )
         for item in batch
     ]
@@ -319,6 +292,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--index-url", default=DEFAULT_REDIS)
+    parser.add_argument("--length", choices=["headline", "full", "mixed"], default="mixed",
+                        help="entry lengths (benchmarks/synthetic.py): mixed = 70 %% headline + summary, 30 %% 600 words")
+    parser.add_argument("--days", type=float, default=None,
+                        help="time the stream spans (default: ~1,500 articles an hour, 1M in 28 days)")
     parser.add_argument("--fast", action="store_true", help="CI: 400 articles, about 25 s")
     parser.add_argument("--verbose", action="store_true", help="print the most called Redis commands")
     parser.add_argument("--defer-writes", action="store_true",
@@ -327,8 +304,12 @@ def main() -> None:
     if args.fast:
         args.articles, args.feeds = 400, 20
     _ensure_database(args.database_url)
-    items = generate(args.articles, args.feeds)
-    print(f"{len(items)} synthetic articles over {args.feeds} feeds, ~{args.per_fetch} per fetch; "
+    if args.days is None:
+        args.days = args.articles / DENSITY
+    items = generate(args.articles, args.feeds, length=args.length, days=args.days)
+    window = min(len(items), int(len(items) * 72 / (24 * args.days)))
+    print(f"{len(items)} synthetic articles ({args.length}, over {args.days:.3g} days: ~{window} in a 72 h window) "
+          f"over {args.feeds} feeds, ~{args.per_fetch} per fetch; "
           f"PostgreSQL {args.database_url.split('@')[-1]}, Redis {args.index_url}"
           + ("; index writes deferred to the next query" if args.defer_writes else ""))
     print("| workers | articles | seconds | articles/s | worker CPU ms/article | Redis cmds/article "
