@@ -101,9 +101,8 @@ def evaluate_records(
                         )
                     merges += cluster_pending(storage, engine).merges
                     bar.advance(len(entries[start : start + CHUNK]))
-            predictions = {
-                article.key: item.story.id for item in storage.iter_stories() for article in item.articles
-            }
+            # every article of a live story (those of iter_stories), read in one query
+            predictions = {key: story_id for _feed, key, story_id in storage.story_assignments()}
             seconds = time.perf_counter() - prepared_at
         finally:
             storage.close()

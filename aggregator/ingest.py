@@ -513,7 +513,9 @@ def _cluster_in_transaction(
     batch_size: int,
 ) -> None:
     params = engine.settings.signature_params()
-    with storage.batch():
+    # One transaction; the stories the pass touches are recomputed once, at its end
+    # (and a merged story just before its merge), rather than at every write.
+    with storage.deferred_story_refresh():
         storage.lock_clustering()  # one pass at a time across processes (a no-op on SQLite)
         state = storage.cluster_state()
         if state.generation != engine.generation or not engine.clusterer.index_intact():

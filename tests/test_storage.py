@@ -197,3 +197,131 @@ def test_sqlite_timestamps_round_trip_as_utc(tmp_path: Path) -> None:
         raw = conn.exec_driver_sql("select added_at from feeds").scalar()
     engine.dispose()
     assert str(raw).startswith("2026-11-20 12:00:00")
+
+
+def _story_rows(store: Storage, story_ids: list[int]) -> list[tuple[object, ...]]:
+    """Every column of the stories, merged_into as a position in ``story_ids``."""
+    rows = []
+    for story_id in story_ids:
+        story = store.story_record(story_id)
+        assert story is not None
+        merged = None if story.merged_into is None else story_ids.index(story.merged_into)
+        rows.append(
+            (
+                story.headline, story.created_at, story.updated_at, story.first_published,
+                story.last_published, story.article_count, story.source_count, story.sources, merged,
+            )
+        )
+    return rows
+
+
+def _clustering_pass(store: Storage, feed_a: int, feed_b: int) -> list[int]:
+    """A pass's storage calls (as ingest makes them): stories created, decisions
+    recorded in several steps, a merge in between. Returns the story ids."""
+    from aggregator.storage.facade import Assignment
+
+    t = [NOW + timedelta(minutes=m) for m in range(10)]
+    store.save_entries(
+        feed_a,
+        [entry("1", "Storm hits", minutes=3), entry("2", "Storm, update", minutes=9), entry("3", "Quiet day", minutes=1)],
+        source="A",
+        fetched_at=t[0],
+    )
+    store.save_entries(
+        feed_b,
+        [entry("4", "Earlier storm report", minutes=0), entry("5", "Quiet day again", minutes=4), entry("6", "Other", minutes=2)],
+        source="B",
+        fetched_at=t[0],
+    )
+    by_key = {a.key: a for a in store.pending_articles(10) if a.feed_id in (feed_a, feed_b)}
+    s1 = store.create_story(by_key["1"], now=t[1])
+    s2 = store.create_story(by_key["4"], now=t[1])
+    s3 = store.create_story(by_key["3"], now=t[1])
+    s4 = store.create_story(by_key["6"], now=t[1])
+
+    def assign(key: str, story_id: int) -> Assignment:
+        return Assignment(by_key[key].id, story_id, 0.5, "test", None, StoredSignature("p", b"\x01" * 8))
+
+    store.record_assignments([assign("1", s1), assign("3", s3), assign("4", s2), assign("6", s4)], now=t[2])
+    store.record_assignments([assign("2", s2), assign("5", s3)], now=t[3])
+    assert store.merge_stories(s1, [s2], now=t[4]) == [s2]  # s2 is emptied with the articles noted at t[3]
+    store.record_assignments([], now=t[5])
+    store.merge_stories(s3, [s4], now=t[6])
+    return [s1, s2, s3, s4]
+
+
+def test_deferred_story_refresh_ends_as_refreshing_at_every_write(store: Storage) -> None:
+    a1 = store.add_feed("https://a1.example/feed", now=NOW).id
+    b1 = store.add_feed("https://b1.example/feed", now=NOW).id
+    a2 = store.add_feed("https://a2.example/feed", now=NOW).id
+    b2 = store.add_feed("https://b2.example/feed", now=NOW).id
+    with store.batch():
+        immediate = _clustering_pass(store, a1, b1)
+    with store.deferred_story_refresh():
+        deferred = _clustering_pass(store, a2, b2)
+        with store.deferred_story_refresh():  # nested: the outer block refreshes
+            pass
+    expected = _story_rows(store, immediate)
+    assert _story_rows(store, deferred) == expected
+    t = [NOW + timedelta(minutes=m) for m in range(10)]
+    # the survivor: refreshed by the merge; the merged story keeps the headline and times of its articles
+    assert expected[0][:7] == ("Earlier storm report", t[1], t[4], NOW, NOW + timedelta(minutes=9), 3, 2)
+    assert expected[1][2:] == (t[4], NOW, NOW + timedelta(minutes=9), 0, 0, (), 0)
+    assert expected[1][0] == "Earlier storm report"
+    assert expected[2][:7] == ("Quiet day", t[1], t[6], NOW + timedelta(minutes=1), NOW + timedelta(minutes=4), 3, 2)
+    assert expected[3][0] == "Other" and expected[3][2] == t[6] and expected[3][-1] == 2
+
+
+def test_deferred_story_refresh_rolls_back_as_a_whole(store: Storage) -> None:
+    from aggregator.storage.facade import Assignment
+
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(feed.id, [entry("1", "One")], source="A", fetched_at=NOW)
+    (article,) = store.pending_articles(10)
+    with pytest.raises(RuntimeError), store.deferred_story_refresh():
+        story_id = store.create_story(article, now=NOW)
+        store.record_assignments([Assignment(article.id, story_id, 1.0, "new", None, None)], now=NOW)
+        raise RuntimeError("crash in the middle of a pass")
+    assert store.counts()["stories"] == 0
+    assert [a.id for a in store.pending_articles(10)] == [article.id]
+    # the notes went with the transaction: a later block does not refresh that story
+    with store.deferred_story_refresh():
+        story_id = store.create_story(article, now=NOW)
+        store.record_assignments([Assignment(article.id, story_id, 1.0, "new", None, None)], now=NOW)
+    story = store.story_record(story_id)
+    assert story is not None and story.article_count == 1 and story.source_count == 1
+
+
+def test_story_assignments_are_what_iter_stories_yields(store: Storage) -> None:
+    a = store.add_feed("https://a.example/feed", now=NOW).id
+    b = store.add_feed("https://b.example/feed", now=NOW).id
+    stories = _clustering_pass(store, a, b)
+    store.save_entries(b, [entry("7", "Not clustered yet")], source="B", fetched_at=NOW)
+    expected = [
+        (article.feed_id, article.key, item.story.id) for item in store.iter_stories() for article in item.articles
+    ]
+    assert store.story_assignments() == expected
+    assert {story_id for _feed, _key, story_id in expected} == {stories[0], stories[2]}
+    assert len(expected) == 6
+
+
+def test_deferred_story_refresh_in_a_callers_batch_leaves_stories_right_on_error(store: Storage) -> None:
+    from aggregator.storage.facade import Assignment
+
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(feed.id, [entry("1", "One"), entry("2", "Two", minutes=5)], source="A", fetched_at=NOW)
+    first, second = store.pending_articles(10)
+    with store.batch():
+        story_id = store.create_story(first, now=NOW)
+        with pytest.raises(RuntimeError), store.deferred_story_refresh():
+            store.record_assignments(
+                [Assignment(first.id, story_id, 1.0, "new", None, None),
+                 Assignment(second.id, story_id, 0.9, "test", None, None)],
+                now=NOW + timedelta(minutes=7),
+            )
+            raise RuntimeError("an error the caller handles")
+    story = store.story_record(story_id)  # the caller's transaction committed: the story is up to date
+    assert story is not None
+    assert (story.article_count, story.updated_at, story.last_published) == (
+        2, NOW + timedelta(minutes=7), NOW + timedelta(minutes=5),
+    )

@@ -302,6 +302,47 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                 raise
             raise StorageUnavailableError(_describe(exc)) from exc
 
+    @contextlib.contextmanager
+    def deferred_story_refresh(self) -> Iterator[None]:
+        """One write transaction (a :meth:`batch`) in which the stories' derived
+        columns (sizes, times, headline, ``updated_at``: see :meth:`_refresh_stories`)
+        are recomputed once, when the block ends, instead of at every write.
+
+        A clustering pass writes its decisions in several steps (before every merge
+        and at the end of each batch), and recomputing the stories they touch from
+        all their articles each time was most of the storage cost of a pass. Inside
+        this block a write that would recompute stories only notes them (with the
+        ``now`` it was given: the last one wins); the noted stories are recomputed
+        when the block ends (before the commit), and a merge first recomputes the
+        noted stories it is about to empty. Every story row therefore ends exactly
+        as it would have without the block. What runs inside must not read the
+        stories' derived columns (they may be out of date until the end); the
+        clustering pass reads none. An exception discards the notes with the
+        transaction; when the transaction is an outer ``batch()`` of the caller's
+        (which may go on), the noted stories are recomputed first."""
+        outer = getattr(self._local, "conn", None) is not None
+        with self.batch():
+            if getattr(self._local, "deferred", None) is not None:  # nested: the outer block refreshes
+                yield
+                return
+            self._local.deferred = {}
+            try:
+                yield
+            except BaseException:
+                noted: dict[int, datetime] = self._local.deferred
+                self._local.deferred = None
+                if outer and noted:
+                    with contextlib.suppress(Exception):  # the first error is the one to report
+                        self._recompute_stories(self._local.conn, noted)
+                raise
+            else:
+                noted = self._local.deferred
+                self._local.deferred = None
+                if noted:
+                    self._recompute_stories(self._local.conn, noted)
+            finally:
+                self._local.deferred = None
+
     # ------------------------------------------------------------------ schema
 
     def upgrade(self) -> None:
@@ -800,6 +841,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                         raise CorrectionError(
                             f"story {story_id} was already merged into story {found.merged_into}"
                         )
+            self._refresh_noted(conn, others)
             conn.execute(update(articles).where(articles.c.story_id.in_(others)).values(story_id=into))
             conn.execute(
                 update(stories)
@@ -966,13 +1008,38 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
         )
 
     def _refresh_stories(self, conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
+        """Recompute the stories' derived columns from their articles, with
+        ``updated_at`` set to ``now``; inside :meth:`deferred_story_refresh` only
+        note them (recomputed when that block ends)."""
+        noted: dict[int, datetime] | None = getattr(self._local, "deferred", None)
+        if noted is not None:
+            noted.update(dict.fromkeys(story_ids, now))
+            return
+        self._recompute_stories(conn, {story_id: now for story_id in story_ids})
+
+    def _refresh_noted(self, conn: Connection, others: Sequence[int]) -> None:
+        """Before a merge of ``others`` (inside :meth:`deferred_story_refresh`):
+        recompute now the noted stories whose rows the merge overwrites (``others``
+        and the stories merged into them), while they still hold their articles."""
+        noted: dict[int, datetime] | None = getattr(self._local, "deferred", None)
+        if not noted:
+            return
+        affected = set(others)
+        for chunk in _chunks(list(others)):
+            affected.update(conn.execute(select(stories.c.id).where(stories.c.merged_into.in_(chunk))).scalars())
+        due = {story_id: noted.pop(story_id) for story_id in list(noted) if story_id in affected}
+        if due:
+            self._recompute_stories(conn, due)
+
+    def _recompute_stories(self, conn: Connection, updated: dict[int, datetime]) -> None:
         """Recompute the stories' derived columns from their articles: per chunk
         one aggregate query, one headline query and one executemany UPDATE.
+        ``updated``: story id -> its new ``updated_at``.
 
         Headline rule: the title of the story's earliest article (the first
         report), ties broken by id, so it does not flicker as copies arrive.
         """
-        for chunk in _chunks(list(story_ids)):
+        for chunk in _chunks(sorted(updated)):
             stats = {
                 row[0]: row
                 for row in conn.execute(
@@ -1005,14 +1072,14 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
             for story_id in chunk:
                 row = stats.get(story_id)
                 if row is None:
-                    empty.append({"b_id": story_id, "b_count": 0, "b_sources": 0, "b_updated": now})
+                    empty.append({"b_id": story_id, "b_count": 0, "b_sources": 0, "b_updated": updated[story_id]})
                 else:
                     full.append(
                         {
                             "b_id": story_id,
                             "b_count": row[1],
                             "b_sources": row[2],
-                            "b_updated": now,
+                            "b_updated": updated[story_id],
                             "b_headline": headlines.get(story_id),
                             "b_first": aware_utc(row[3]),
                             "b_last": aware_utc(row[4]),
@@ -1101,6 +1168,20 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                 if found is not None:
                     yield found
             last_id = ids[-1]
+
+    def story_assignments(self) -> list[tuple[int | None, str, int]]:
+        """(feed id, key, story id) of every article of a live story: what
+        :meth:`iter_stories` yields, as identifiers only and in the same order (by
+        story id, then published, then article id), in one query instead of
+        three per story."""
+        query = (
+            select(articles.c.feed_id, articles.c.key, articles.c.story_id)
+            .join(stories, stories.c.id == articles.c.story_id)
+            .where(stories.c.merged_into.is_(None), stories.c.article_count > 0)
+            .order_by(articles.c.story_id, articles.c.published, articles.c.id)
+        )
+        with self._tx() as conn:
+            return [(row[0], row[1], row[2]) for row in conn.execute(query)]
 
     def find_stories(
         self, flt: StoryFilter, *, limit: int, offset: int = 0, order: str = "updated", details: bool = True
