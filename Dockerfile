@@ -1,5 +1,6 @@
 # One image for every role of aggregator: `aggregator run` (all in one, SQLite by default),
-# `aggregator run --role worker`, `gunicorn 'aggregator.wsgi:make_app()'` (web), `aggregator db upgrade`.
+# `aggregator run --role worker`, `granian --interface wsgi --factory aggregator.wsgi:make_app` (web,
+# the `server` extra; docker-compose.yml has the full command line), `aggregator db upgrade`.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --system --home /var/lib/aggregator --create-home aggregator

@@ -3,10 +3,13 @@
 Builds a SQLite database (the bundled demo, one story of 60 articles so that its feed
 has a full 50-entry page, and ``--background`` synthetic headline articles), then starts
 
-* gunicorn on ``aggregator.wsgi:make_app()`` (the production entry point, settings from
-  ``AGGREGATOR_*`` variables): ``--workers`` processes (default: one per core) of the
-  ``--worker-class`` (default ``gthread``, which keeps connections alive) with
-  ``--threads`` threads each, on a 127.0.0.1 port;
+* the production web server on ``aggregator.wsgi:make_app`` (the production entry point,
+  settings from ``AGGREGATOR_*`` variables), on a 127.0.0.1 port: ``--server granian`` (the
+  default, the ``server`` extra; docker-compose.yml's command line): ``--workers`` processes
+  (default: one per core) with ``--threads`` blocking threads each running the app, HTTP/1.1;
+  or ``--server gunicorn`` (``pip install gunicorn``): ``--workers`` processes of the
+  ``--worker-class`` (default ``gthread``, which keeps connections alive) with ``--threads``
+  threads each;
 * one ingest worker process that stores and clusters 20 new synthetic articles every
   half second (``Storage.save_entries`` + ``ingest.cluster_pending``) the whole time;
   measuring starts once it has stored its first batch (its clustering index takes
@@ -33,7 +36,8 @@ target p99 latency <= 50 ms each. With each case: the load average, and the CPU 
 the web processes spent per request (the figure that other work on the machine changes
 least; requests/s and latency are shared with it, with wrk and with the ingest worker).
 
-    python benchmarks/serve.py             # wrk, 10 s per case, 100 connections
+    python benchmarks/serve.py             # granian, wrk, 10 s per case, 100 connections
+    python benchmarks/serve.py --server gunicorn
     python benchmarks/serve.py --fast      # CI: no wrk needed, a few seconds with a Python client
     python benchmarks/serve.py --only "story feed 304" --no-ingest
 """
@@ -43,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -81,8 +86,8 @@ def free_port() -> int:
 
 
 def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int) -> subprocess.Popen[bytes]:
-    """gunicorn on ``aggregator.wsgi:make_app()`` (the production entry point), settings
-    from the environment as in production."""
+    """``args.server`` (granian or gunicorn) on ``aggregator.wsgi:make_app`` (the production
+    entry point), settings from the environment as in production."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     env.update(
         AGGREGATOR_DATABASE_URL=database,
@@ -90,6 +95,23 @@ def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int)
         AGGREGATOR_RENDER_CACHE_MB=str(cache_mb),
         AGGREGATOR_LOG_LEVEL="WARNING",
     )
+    if args.server == "granian":
+        command = [
+            sys.executable, "-m", "granian",
+            "--interface", "wsgi",
+            "--factory",
+            "--workers", str(args.workers),
+            "--blocking-threads", str(args.threads),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--http", "1",
+            "--no-ws",
+            # a worker still loading the app misses the SIGTERM of a stop: killed after 5 s
+            "--workers-kill-timeout", "5",
+            "--log-level", "warning",
+            "aggregator.wsgi:make_app",
+        ]  # fmt: skip
+        return subprocess.Popen(command, env=env)
     command = [
         sys.executable, "-m", "gunicorn",
         "--workers", str(args.workers),
@@ -106,13 +128,25 @@ def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int)
     return subprocess.Popen(command, env=env)
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (the server's worker processes), whichever of
+    their threads started them."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    queue += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU of these processes and their children (gunicorn's workers) so far."""
+    """User + system CPU so far of these processes and their descendants (the server's worker
+    processes; a process's figure covers all its threads, granian's Rust runtime included)."""
     tick = os.sysconf("SC_CLK_TCK")
-    pids = [proc.pid for proc in procs]
-    with contextlib.suppress(OSError):
-        for proc in procs:
-            pids += [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    pids = [pid for proc in procs for pid in descendants(proc.pid)]
     total = 0.0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
@@ -122,6 +156,8 @@ def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, SIGKILL after 10 s; then any worker process the server left behind."""
+    workers = [pid for proc in procs for pid in descendants(proc.pid) if pid != proc.pid]
     for proc in procs:
         proc.terminate()
     for proc in procs:
@@ -129,6 +165,10 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+    for pid in workers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     procs.clear()
 
 
@@ -370,9 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="Python load generator, 2 s per case (CI)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per case")
     parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gunicorn worker processes")
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default="granian",
+                        help="the WSGI server (granian: the server extra; gunicorn: pip install gunicorn)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="Python threads per worker (granian --blocking-threads, gunicorn gthread --threads)")
     parser.add_argument("--cache-mb", type=int, default=64, help="render_cache_mb of the cached cases")
     parser.add_argument("--background", type=int, default=5000, help="synthetic articles in the database")
     parser.add_argument("--wrk-threads", type=int, default=2)
@@ -385,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child_ingest(args.child[1], args.child[2])
         return 0
+    if importlib.util.find_spec(args.server) is None:
+        raise SystemExit(f"{args.server} is not installed (granian: pip install '.[server]'; pip install gunicorn)")
     use_wrk = not args.fast and shutil.which("wrk") is not None
     if not args.fast and not use_wrk:
         raise SystemExit("wrk is not installed (apt-get install wrk); --fast runs without it")
@@ -473,9 +518,12 @@ def main(argv: list[str] | None = None) -> int:
             if use_wrk
             else f"Python client, {args.connections} connections, {args.duration} s (fast mode: not the target setup)"
         )
-        server = f"gunicorn {args.worker_class}, {args.workers} workers"
-        if args.worker_class == "gthread":
-            server += f" x {args.threads} threads"
+        if args.server == "granian":
+            server = f"granian wsgi, {args.workers} workers x {args.threads} blocking threads"
+        else:
+            server = f"gunicorn {args.worker_class}, {args.workers} workers"
+            if args.worker_class == "gthread":
+                server += f" x {args.threads} threads"
         print(
             f"{server} on 127.0.0.1; {tool}; "
             f"background ingest {ingest_rate:.0f} articles/s{'' if not args.no_ingest else ' (off)'}"

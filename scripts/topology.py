@@ -2,7 +2,7 @@
 """The deployment of docker-compose.yml as plain processes on this machine.
 
 docker-compose.yml describes PostgreSQL, Redis, a one-shot migration, N workers and a
-web service behind gunicorn. Where there is no Docker engine, this script starts the
+web service behind granian. Where there is no Docker engine, this script starts the
 same topology against a local PostgreSQL and Redis (the tests use it):
 
     scripts/topology.py start --run-dir /tmp/agg --database-url postgresql+psycopg://postgres@127.0.0.1/test \\
@@ -11,10 +11,10 @@ same topology against a local PostgreSQL and Redis (the tests use it):
     scripts/topology.py once --database-url ... --index-url ... [--workers 2] [--demo-base URL]
 
 ``start`` runs ``aggregator db upgrade`` (the compose file's ``migrate`` service), then
-one web process (gunicorn with ``aggregator.wsgi:make_app()`` when gunicorn is installed,
-else ``aggregator run --role web``) and ``--workers`` processes ``aggregator run --role
-worker``; their pids go to ``RUN_DIR/pids.json`` and their output to ``RUN_DIR/*.log``.
-``stop`` sends SIGTERM to each (SIGKILL after ``--grace`` seconds). ``once`` starts
+one web process (granian with ``aggregator.wsgi:make_app`` and 2 workers, as in the compose
+file, when granian is installed; else gunicorn when that is; else ``aggregator run --role
+web``) and ``--workers`` processes ``aggregator run --role worker``; their pids go to
+``RUN_DIR/pids.json`` and their output to ``RUN_DIR/*.log``. ``stop`` sends SIGTERM to each (SIGKILL after ``--grace`` seconds). ``once`` starts
 ``--workers`` processes ``aggregator run --demo --once --role worker`` at the same moment
 and waits for them: the racing-workers scenario of the tests.
 """
@@ -52,6 +52,13 @@ def migrate(env: dict[str, str]) -> None:
 
 
 def web_command(port: int) -> list[str]:
+    """The compose file's web command on ``port``: granian (the ``server`` extra), else
+    gunicorn, else the built-in waitress server of ``aggregator run --role web``."""
+    if importlib.util.find_spec("granian") is not None:
+        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory", "--workers", "2",
+                "--blocking-threads", "4", "--host", "127.0.0.1", "--port", str(port), "--http", "1",
+                "--no-ws", "--respawn-failed-workers", "--workers-kill-timeout", "10",
+                "aggregator.wsgi:make_app"]
     if importlib.util.find_spec("gunicorn") is not None:
         return [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
                 "--graceful-timeout", "10", "aggregator.wsgi:make_app()"]
