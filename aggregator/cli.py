@@ -661,8 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="subscribe the bundled demo feeds and ingest them first")
     run.add_argument("--once", action="store_true", help="one ingest-and-cluster pass, then exit")
     run.add_argument("--role", choices=("all", "worker", "web"), default="all",
-                     help="worker: scheduler, ingest and clustering without a web server; web: the web server "
-                          "only (stateless); all: both (default)")
+                     help="worker: scheduler, ingest and clustering (by the one worker that is the clustering "
+                          "leader) without a web server; web: the web server only (stateless); all: both (default)")
     run.add_argument("--demo-base", metavar="URL",
                      help="with --demo: the demo feeds are served under this URL instead of read from the files")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")

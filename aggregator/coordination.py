@@ -5,8 +5,9 @@ LSH index, datasketch's own Redis storage), several ingest *workers* and several
 stateless *web* processes, all from one image (see ``docker-compose.yml``):
 
 ``worker``
-    the scheduler's tick (claim due feeds, fetch, store, cluster) and the WebSub
-    delivery worker; no web server.
+    the scheduler's tick (claim due feeds, fetch, store; the clustering leader
+    also clusters what every worker stored) and the WebSub delivery worker; no
+    web server.
 ``web``
     the web server only: pages, feeds, API, ``POST /websub`` (queued in the
     database); holds no clustering state, so any number can run behind a balancer.
@@ -15,8 +16,10 @@ stateless *web* processes, all from one image (see ``docker-compose.yml``):
 
 How workers stay out of each other's way is written in ``docs/design.md``
 ("Several processes, one index"): feeds are claimed with ``FOR UPDATE SKIP
-LOCKED`` and a lease, clustering passes are serialised by an advisory lock, and
-each worker catches up with what the others clustered before deciding anything.
+LOCKED`` and a lease, one worker at a time is the clustering leader (a
+session-level advisory lock) and clusters for all, clustering passes are
+serialised by an advisory lock, and a worker catches up with what others
+clustered before deciding anything.
 This module only turns settings into the parts that need them; it imports no
 datasketch or redis itself.
 """

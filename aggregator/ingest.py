@@ -22,6 +22,12 @@ catches up with the articles clustered since (or rebuilds from the stored
 signatures after a split, an operator's merge or a purge). Due feeds are
 claimed for a lease (``Storage.claim_due_feeds``) so that no two workers
 fetch one feed at once. See docs/design.md, "Several processes, one index".
+
+In the daemon only one worker at a time clusters: the *clustering leader*
+(:class:`Leadership`, a session-level advisory lock); the others fetch and
+store, and their articles wait as pending for the leader's next pass
+(:func:`cluster_if_leader`). Leadership only saves work: the pass lock and the
+catch-up above keep two leaders at once (a failover) correct.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -397,6 +404,7 @@ class ClusterReport:
     merges: int = 0
     rebuilt: bool = False
     caught_up: int = 0  # articles another process clustered, restored incrementally
+    skipped: bool = False  # not this process's turn: the clustering leader clusters (see cluster_if_leader)
     signals: dict[str, int] = field(default_factory=dict)
     story_ids: set[int] = field(default_factory=set)  # stories created, joined or merged into
     seconds: float = 0.0
@@ -505,6 +513,66 @@ def cluster_pending(
     return report
 
 
+class Leadership:
+    """Whether this process is the *clustering leader*: the one daemon worker that
+    runs clustering passes while the others only fetch and store (see
+    docs/design.md, "The clustering leader").
+
+    Backed by :meth:`Storage.leader_lock` (a session-level advisory lock on a
+    connection of its own): :meth:`check`, called at every tick, takes the
+    leadership when it is free (the leader died, its connection dropped, or none
+    was elected yet) and tells a leader whether it still is one. Changes are logged
+    (``leader state=acquired|lost|released``) and shown by the
+    ``aggregator_clustering_leader`` gauge. On SQLite the process is always the leader.
+    """
+
+    def __init__(self, storage: Storage):
+        self._lock = storage.leader_lock()
+        self.is_leader = False
+
+    def check(self) -> bool:
+        """True while this process leads (taking the leadership when it is free)."""
+        held = self._lock.try_acquire()
+        if held != self.is_leader:
+            self.is_leader = held
+            metrics.CLUSTERING_LEADER.set(1 if held else 0)
+            event(log, "leader", logging.INFO if held else logging.WARNING,
+                  state="acquired" if held else "lost", pid=os.getpid())
+        return held
+
+    def release(self) -> None:
+        """Give the leadership up (on shutdown): another worker takes it at its next tick."""
+        was = self.is_leader
+        self._lock.release()
+        self.is_leader = False
+        if was:
+            metrics.CLUSTERING_LEADER.set(0)
+            event(log, "leader", state="released", pid=os.getpid())
+
+
+def cluster_if_leader(
+    storage: Storage,
+    engine: ClusterEngine,
+    leadership: Leadership | None,
+    *,
+    now: Callable[[], datetime] = utcnow,
+    batch_size: int = 1000,
+) -> ClusterReport:
+    """Who clusters after a worker's fetches: the rule of the daemon's tick (and of
+    ``benchmarks/scale_out.py``'s workers).
+
+    With ``leadership`` None (one-shot commands: ``update``, ``run --once``) the
+    process clusters, as every process may (passes are serialised and catch up).
+    Otherwise only the clustering leader does (:meth:`Leadership.check`, which also
+    takes a free leadership); another worker's report is empty with ``skipped``
+    set, and its articles stay pending for the leader's next pass (a one-shot
+    worker that must leave nothing pending passes None).
+    """
+    if leadership is None or leadership.check():
+        return cluster_pending(storage, engine, now=now, batch_size=batch_size)
+    return ClusterReport(skipped=True)
+
+
 def _cluster_in_transaction(
     storage: Storage,
     engine: ClusterEngine,
@@ -596,11 +664,15 @@ def run_pass(
     on_report: Callable[[UpdateReport], None] | None = None,
     stop: threading.Event | None = None,
     before_cluster: Callable[[], None] | None = None,
+    leadership: Leadership | None = None,
 ) -> PassReport:
     """Update the due feeds (or all of them), then cluster what arrived.
 
     ``before_cluster`` runs between the two (the demo's workers wait there for
     each other, so that the first pass clusters every demo feed at once).
+
+    ``leadership`` (the daemon's): cluster only as the clustering leader, else
+    leave the pending articles to it (:func:`cluster_if_leader`); None clusters.
 
     ``stop`` (see :func:`update_feeds`) lets a shutting-down daemon end the
     pass early; what was stored is still clustered.
@@ -615,5 +687,5 @@ def run_pass(
         storage.release_feeds([feed for feed in feeds if feed.id not in fetched])
     if before_cluster is not None:
         before_cluster()
-    cluster_report = cluster_pending(storage, engine)
+    cluster_report = cluster_if_leader(storage, engine, leadership)
     return PassReport(feeds=reports, cluster=cluster_report)

@@ -59,6 +59,11 @@ ARTICLES_CLUSTERED = Counter(
 INDEX_ENTRIES = Gauge(
     "aggregator_index_entries", "Articles held in this process's clustering index.", registry=REGISTRY
 )
+CLUSTERING_LEADER = Gauge(
+    "aggregator_clustering_leader",
+    "1 while this process is the clustering leader (it runs the clustering passes), else 0.",
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "aggregator_http_requests_total",
     "Web requests by route (the URL rule, not the path), method and status.",
@@ -101,6 +106,13 @@ class StorageCollector(Collector):
             buckets=buckets,
             sum_value=sum(size * n for size, n in sizes.items()),
         )
+        leaders = self.storage.clustering_leaders()
+        if leaders is not None:  # PostgreSQL: is some worker clustering? (SQLite: the one process is)
+            yield GaugeMetricFamily(
+                "aggregator_clustering_leaders",
+                "Processes holding the clustering leader's lock (any process; 0 means nobody clusters).",
+                value=leaders,
+            )
         last: datetime | None = stats["last_tick_at"]
         yield GaugeMetricFamily(
             "aggregator_last_successful_tick_timestamp_seconds",

@@ -3,7 +3,9 @@
 One job, the *tick*, runs every ``tick_seconds``: it asks storage which feeds
 are due (``next_check_at``), updates them and clusters what arrived. The
 scheduler keeps no per-feed state of its own, so a restart, or a second
-process, needs nothing but the database. A tick never overlaps itself
+process, needs nothing but the database. Only the *clustering leader* (one
+worker at a time, see ``aggregator.ingest.Leadership``) clusters at the end of
+its ticks; the other workers' ticks fetch and store. A tick never overlaps itself
 (``max_instances=1``); missed ticks are coalesced into one. A tick that fails
 because the database is unavailable (locked, unreachable, read-only, full)
 is logged (``tick outcome=error``) and the next tick simply tries again.
@@ -26,7 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from aggregator import fetch as fetch_module
 from aggregator import maintenance, metrics
 from aggregator.config import Settings
-from aggregator.ingest import ClusterEngine, Fetcher, PassReport, run_pass
+from aggregator.ingest import ClusterEngine, Fetcher, Leadership, PassReport, run_pass
 from aggregator.logs import event
 from aggregator.storage import Storage, StorageError
 
@@ -44,8 +46,12 @@ class Daemon:
         *,
         fetcher: Fetcher = fetch_module.fetch,
         on_stories_changed: Callable[[set[int]], None] | None = None,
+        leadership: Leadership | None = None,
     ):
         self.settings = settings
+        # Who clusters among the workers: taken (when free) and checked at every tick,
+        # given up on shutdown. SQLite: always this process.
+        self.leadership = leadership if leadership is not None else Leadership(storage)
         self.storage = storage
         self.engine = engine
         self.fetcher = fetcher
@@ -82,7 +88,8 @@ class Daemon:
             started = time.perf_counter()
             try:
                 report = run_pass(
-                    self.storage, self.engine, self.settings, fetcher=self.fetcher, stop=self._stopping
+                    self.storage, self.engine, self.settings, fetcher=self.fetcher, stop=self._stopping,
+                    leadership=self.leadership,
                 )
             except Exception as exc:
                 self.last_tick_ok = False
@@ -112,6 +119,7 @@ class Daemon:
                 errors=sum(1 for r in report.feeds if r.status == "error"),
                 new_articles=sum(r.new for r in report.feeds),
                 clustered=report.cluster.clustered,
+                leader=not report.cluster.skipped,
                 seconds=seconds,
             )
             return report
@@ -154,3 +162,4 @@ class Daemon:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
             event(log, "scheduler", state="stopped")
+        self.leadership.release()  # another worker leads from its next tick

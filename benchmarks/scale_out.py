@@ -17,9 +17,12 @@ the decision rule: its stories are not a clustering-quality figure (the labelled
 ``../shared/eval`` is). They are spread
 over feeds; each feed delivers its articles in batches ("fetches"). Workers run the
 real code path: claim due feeds (``FOR UPDATE SKIP LOCKED`` + lease), store the batch
-(``save_entries`` with the feed's state, one transaction), cluster what is pending
-(``cluster_pending``: advisory lock, catch-up, Redis index). No HTTP: fetching scales
-with the number of workers trivially and would only measure the network.
+(``save_entries`` with the feed's state, one transaction), then cluster what is pending
+by the daemon's rule (``ingest.cluster_if_leader``: only the clustering leader, a
+session-level advisory lock, runs ``cluster_pending`` with its pass lock, catch-up and
+Redis index; the others only store; a worker stops when nothing is due or pending).
+No HTTP: fetching scales with the number of workers trivially and would only
+measure the network.
 
 Printed per worker count: articles per second (wall clock, all workers), the workers'
 CPU time per article (user + system, all workers: less sensitive to other load on the
@@ -144,7 +147,7 @@ def _defer_index_writes() -> None:
 def worker(
     args: tuple[str, str, str, list[list[list[Item]]], mp.Array, int, bool],
 ) -> tuple[int, int, float, int, float]:
-    """Claim, store, cluster until no feed is due and nothing is pending; returns
+    """Claim, store, cluster (as the leader) until no feed is due and nothing is pending; returns
     (articles stored, peak RSS in KiB, seconds spent clustering, Redis round trips, CPU seconds)."""
     database_url, index_url, index_name, batches, progress, fetch_batch, defer = args
     sent = _count_round_trips()
@@ -153,13 +156,14 @@ def worker(
     from aggregator.cluster import ClusterSettings
     from aggregator.config import Settings
     from aggregator.coordination import index_storage_config
-    from aggregator.ingest import ClusterEngine, cluster_pending
+    from aggregator.ingest import ClusterEngine, Leadership, cluster_if_leader
     from aggregator.models import FeedState
     from aggregator.storage import Storage
 
     settings = Settings(database_url=database_url, feeds_per_tick=fetch_batch)
     storage = Storage(database_url)
     engine = ClusterEngine(ClusterSettings.from_settings(settings), index_storage_config(index_url, index_name))
+    leadership = Leadership(storage)  # as the daemon's workers: only the leader clusters
     stored = 0
     clustering = 0.0
     idle = 0
@@ -181,11 +185,14 @@ def worker(
                 storage.save_feed_state(feed.id, state)
             stored += len(batch)
         started = time.perf_counter()
-        report = cluster_pending(storage, engine)
+        report = cluster_if_leader(storage, engine, leadership)
         clustering += time.perf_counter() - started
-        idle = idle + 1 if not claimed and not report.clustered else 0
+        # done when nothing is due and nothing waits for clustering (a leader that exits
+        # first hands over: the next worker's check takes the leadership)
+        idle = idle + 1 if not claimed and not report.clustered and not storage.has_pending_articles() else 0
         if not claimed:
             time.sleep(0.05)
+    leadership.release()
     engine.close()
     storage.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)

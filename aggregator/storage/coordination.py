@@ -22,17 +22,31 @@ storage facade that lets many ingest workers share one database.
   ``cluster_seq`` it saw, plus, when merges happened, the survivors of the
   stories it holds (:meth:`survivors`): an incremental catch-up. Otherwise it
   rebuilds.
+* **The clustering leader** (:meth:`leader_lock`, :class:`LeaderLock`): a
+  session-level advisory lock (``pg_try_advisory_lock``, its own key) held on a
+  dedicated connection for as long as the process lives. The daemon's worker
+  that holds it is the one that runs clustering passes; the others only fetch
+  and store. PostgreSQL releases it when the holder's session ends (the process
+  exits or dies, its connection drops), and the next worker that tries takes
+  it. It is an optimisation only: passes are still serialised by
+  :meth:`lock_clustering` and still catch up, so two leaders at once (during a
+  failover) are merely slower. On SQLite (one process) the lock is always held.
 
 Mixed into :class:`aggregator.storage.Storage`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, bindparam, create_engine, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from aggregator.models import Feed
 from aggregator.storage.tables import ArticleRow, FeedRow, MetaRow, StoryRow
@@ -44,6 +58,99 @@ stories = StoryRow.__table__
 
 # pg_advisory_xact_lock key of the clustering pass: "aggregator cluster".
 CLUSTER_LOCK_KEY = 0x61676772_636C7573 & 0x7FFFFFFFFFFFFFFF
+# pg_try_advisory_lock key (session level) of the clustering leader: "aggregator leader".
+LEADER_LOCK_KEY = 0x61676772_6C656164 & 0x7FFFFFFFFFFFFFFF
+
+# The leader's connection asks the server to notice a vanished client within about a
+# minute and a half (TCP keepalives on both sides), so that its lock is freed for
+# another worker even when the leader's machine or network disappears without
+# closing the socket. A process that dies on a live machine closes it at once.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 6}
+_SERVER_KEEPALIVES = ("SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10",
+                      "SET tcp_keepalives_count = 6")
+
+
+class LeaderLock:
+    """The clustering leader's lock (see the module docstring): a session-level
+    advisory lock on a connection of its own (outside the pool, in autocommit, so
+    that it never sits idle in a transaction), kept open for the process lifetime.
+
+    :meth:`try_acquire` is called at every tick: it takes the lock when it is free,
+    and for a holder checks that its connection (hence the lock) is still alive.
+    Database errors are not raised: a process that cannot reach the database is
+    simply not the leader (its tick fails on its own account). Thread-safe.
+    """
+
+    def __init__(self, url: str | None):
+        self._url = url  # None: SQLite, one process, always the leader
+        self._engine: Any = None
+        self._conn: Connection | None = None
+        self._held = url is None
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        """Whether this process held the lock at the last :meth:`try_acquire`."""
+        return self._held
+
+    def try_acquire(self) -> bool:
+        """Hold the lock if it is free; True while this process holds it."""
+        if self._url is None:
+            return True
+        with self._lock:
+            if self._held and self._alive():
+                return True
+            self._held = False
+            try:
+                conn = self._connection()
+                self._held = bool(
+                    conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}).scalar()
+                )
+            except DBAPIError:
+                self._drop()
+            return self._held
+
+    def release(self) -> None:
+        """Give the lock up and close the connection (another worker takes over at its next tick)."""
+        with self._lock:
+            if self._url is None:
+                return
+            if self._held and self._conn is not None:
+                with contextlib.suppress(DBAPIError):
+                    self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LEADER_LOCK_KEY})
+            self._held = False
+            self._drop()
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def _alive(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1"))
+            return True
+        except DBAPIError:  # the session ended: PostgreSQL released the lock with it
+            self._drop()
+            return False
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            if self._engine is None:
+                self._engine = create_engine(self._url, poolclass=NullPool, connect_args=_KEEPALIVES)
+            conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            for statement in _SERVER_KEEPALIVES:
+                with contextlib.suppress(DBAPIError):
+                    conn.execute(text(statement))
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +165,7 @@ class CoordinationMixin:
     """Feed claims, the clustering lock and the clustering counters (see the module docstring)."""
 
     engine: Any
+    url: str
     is_sqlite: bool
     _tx: Any
     _feed: Any
@@ -109,6 +217,39 @@ class CoordinationMixin:
             return
         with self._tx(write=True) as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLUSTER_LOCK_KEY})
+
+    def leader_lock(self) -> LeaderLock:
+        """A new, not yet taken, clustering-leader lock of this database (see
+        :class:`LeaderLock`); :meth:`close` of the storage releases it."""
+        lock = LeaderLock(None if self.is_sqlite else self.url)
+        self.__dict__.setdefault("_leader_locks", weakref.WeakSet()).add(lock)
+        return lock
+
+    def _release_leader_locks(self) -> None:
+        for lock in list(self.__dict__.get("_leader_locks", ())):
+            lock.release()
+
+    def clustering_leaders(self) -> int | None:
+        """How many sessions hold the clustering leader's lock now (0 or 1; None on
+        SQLite, where the one process that clusters is always the leader)."""
+        if self.is_sqlite:
+            return None
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                        " AND classid = :high AND objid = :low AND objsubid = 1"
+                    ),
+                    {"high": LEADER_LOCK_KEY >> 32, "low": LEADER_LOCK_KEY & 0xFFFFFFFF},
+                ).scalar_one()
+            )
+
+    def has_pending_articles(self) -> bool:
+        """Whether any stored article waits to be clustered."""
+        with self._tx() as conn:
+            return conn.execute(select(articles.c.id).where(articles.c.clustered.is_(False)).limit(1)).first() is not None
 
     def cluster_state(self) -> ClusterState:
         with self._tx() as conn:

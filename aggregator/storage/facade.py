@@ -264,6 +264,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
         return create_engine(url, pool_size=pool_size, pool_pre_ping=True)
 
     def close(self) -> None:
+        self._release_leader_locks()  # a clustering leader's lock goes with its storage
         self.engine.dispose()
 
     @contextlib.contextmanager
