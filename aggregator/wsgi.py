@@ -14,11 +14,37 @@ of date (run ``aggregator db upgrade`` first); the SQLite default upgrades itsel
 
 from __future__ import annotations
 
+import sys
+
 from flask import Flask
 
 from aggregator import config
 from aggregator.storage import open_storage
 from aggregator.web import create_app
+
+
+def granian_command(
+    host: str, port: int, *, workers: int = 2, threads: int = 4, kill_timeout: int = 10
+) -> list[str]:
+    """The granian command line above (docker-compose.yml's web command) for this
+    interpreter: what ``scripts/topology.py`` and ``benchmarks/serve.py`` start.
+    ``kill_timeout``: seconds before a worker that missed the stop signal (one still
+    loading the app) is killed; without it granian waits for it forever."""
+    return [
+        sys.executable, "-m", "granian",
+        "--interface", "wsgi",
+        "--factory",
+        "--workers", str(workers),
+        "--blocking-threads", str(threads),
+        "--host", host,
+        "--port", str(port),
+        "--http", "1",
+        "--no-ws",
+        "--respawn-failed-workers",
+        "--workers-kill-timeout", str(kill_timeout),
+        "--log-level", "warning",
+        "aggregator.wsgi:make_app",
+    ]  # fmt: skip
 
 
 def make_app() -> Flask:

@@ -92,7 +92,7 @@ def _entries(batch: list[Item]):  # type: ignore[no-untyped-def]
             key=item.key, title=item.title, link=f"https://outlet{item.feed}.example/{item.key}",
             summary=item.text[:300], content_html="", text=item.text, author=None,
             published=item.published, updated=item.published,
-            content_hash=hashlib.sha256(item.text.encode()).hexdigest(), dated=True,
+            content_hash=hashlib.sha256(item.text.encode()).hexdigest(),
         )
         for item in batch
     ]
@@ -189,7 +189,7 @@ def worker(
         clustering += time.perf_counter() - started
         # done when nothing is due and nothing waits for clustering (a leader that exits
         # first hands over: the next worker's check takes the leadership)
-        idle = idle + 1 if not claimed and not report.clustered and not storage.has_pending_articles() else 0
+        idle = idle + 1 if not claimed and not report.clustered and not storage.pending_articles(1) else 0
         if not claimed:
             time.sleep(0.05)
     leadership.release()

@@ -96,21 +96,10 @@ def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int)
         AGGREGATOR_LOG_LEVEL="WARNING",
     )
     if args.server == "granian":
-        command = [
-            sys.executable, "-m", "granian",
-            "--interface", "wsgi",
-            "--factory",
-            "--workers", str(args.workers),
-            "--blocking-threads", str(args.threads),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--http", "1",
-            "--no-ws",
-            # a worker still loading the app misses the SIGTERM of a stop: killed after 5 s
-            "--workers-kill-timeout", "5",
-            "--log-level", "warning",
-            "aggregator.wsgi:make_app",
-        ]  # fmt: skip
+        from aggregator.wsgi import granian_command
+
+        # a worker still loading the app misses the SIGTERM of a stop: killed after 5 s
+        command = granian_command("127.0.0.1", port, workers=args.workers, threads=args.threads, kill_timeout=5)
         return subprocess.Popen(command, env=env)
     command = [
         sys.executable, "-m", "gunicorn",

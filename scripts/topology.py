@@ -55,10 +55,9 @@ def web_command(port: int) -> list[str]:
     """The compose file's web command on ``port``: granian (the ``server`` extra), else
     gunicorn, else the built-in waitress server of ``aggregator run --role web``."""
     if importlib.util.find_spec("granian") is not None:
-        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory", "--workers", "2",
-                "--blocking-threads", "4", "--host", "127.0.0.1", "--port", str(port), "--http", "1",
-                "--no-ws", "--respawn-failed-workers", "--workers-kill-timeout", "10",
-                "aggregator.wsgi:make_app"]
+        from aggregator.wsgi import granian_command
+
+        return granian_command("127.0.0.1", port, workers=2, threads=4, kill_timeout=10)
     if importlib.util.find_spec("gunicorn") is not None:
         return [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}",
                 "--graceful-timeout", "10", "aggregator.wsgi:make_app()"]

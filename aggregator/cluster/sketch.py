@@ -101,14 +101,6 @@ from datasketch.minhash import _fmix  # the pre-mix of the affine schemes (see S
 _DTYPES = {"affine32": np.dtype("<u4"), "legacy": np.dtype("<u8"), "affine64": np.dtype("<u8")}
 
 
-def _h32(b: bytes) -> int:
-    return xxhash.xxh32_intdigest(b)
-
-
-def _h64(b: bytes) -> int:
-    return xxhash.xxh64_intdigest(b)
-
-
 @dataclass(frozen=True)
 class SketchParams:
     num_perm: int = 128
@@ -165,12 +157,11 @@ class Sketcher:
 
     def __init__(self, params: SketchParams) -> None:
         self.params = params
-        hashfunc = _h64 if params.scheme == "affine64" else _h32
         self._hashfunc = xxhash.xxh64_intdigest if params.scheme == "affine64" else xxhash.xxh32_intdigest
         self._template = MinHash(
             num_perm=params.num_perm,
             seed=params.seed,
-            hashfunc=hashfunc,
+            hashfunc=self._hashfunc,
             scheme=params.scheme,  # type: ignore[arg-type]
         )
         self._dtype = _DTYPES[params.scheme]

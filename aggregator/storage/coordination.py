@@ -88,11 +88,6 @@ class LeaderLock:
         self._held = url is None
         self._lock = threading.Lock()
 
-    @property
-    def held(self) -> bool:
-        """Whether this process held the lock at the last :meth:`try_acquire`."""
-        return self._held
-
     def try_acquire(self) -> bool:
         """Hold the lock if it is free; True while this process holds it."""
         if self._url is None:
@@ -167,6 +162,7 @@ class CoordinationMixin:
     engine: Any
     url: str
     is_sqlite: bool
+    _leader_locks: weakref.WeakSet[LeaderLock]  # made by leader_lock(), released by close()
     _tx: Any
     _feed: Any
 
@@ -222,11 +218,11 @@ class CoordinationMixin:
         """A new, not yet taken, clustering-leader lock of this database (see
         :class:`LeaderLock`); :meth:`close` of the storage releases it."""
         lock = LeaderLock(None if self.is_sqlite else self.url)
-        self.__dict__.setdefault("_leader_locks", weakref.WeakSet()).add(lock)
+        self._leader_locks.add(lock)
         return lock
 
     def _release_leader_locks(self) -> None:
-        for lock in list(self.__dict__.get("_leader_locks", ())):
+        for lock in list(self._leader_locks):
             lock.release()
 
     def clustering_leaders(self) -> int | None:
@@ -245,11 +241,6 @@ class CoordinationMixin:
                     {"high": LEADER_LOCK_KEY >> 32, "low": LEADER_LOCK_KEY & 0xFFFFFFFF},
                 ).scalar_one()
             )
-
-    def has_pending_articles(self) -> bool:
-        """Whether any stored article waits to be clustered."""
-        with self._tx() as conn:
-            return conn.execute(select(articles.c.id).where(articles.c.clustered.is_(False)).limit(1)).first() is not None
 
     def cluster_state(self) -> ClusterState:
         with self._tx() as conn:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -238,6 +239,7 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                 raise StorageUnavailableError(f"cannot create {path.parent}: {exc}") from None
         self.engine = self._make_engine(url, pool_size)
         self._local = threading.local()
+        self._leader_locks = weakref.WeakSet()
 
     # ------------------------------------------------------------------ engine
 
