@@ -286,12 +286,7 @@ def index_bytes(index: object) -> int | None:
     local = getattr(index, "_local", None)
     if local is None:
         return None
-    size = local.nbytes() + sys.getsizeof(local._slot_of) + sys.getsizeof(local._free)
-    size += sys.getsizeof(local._recent) + sum(
-        sys.getsizeof(v) for v in local._recent.values() if type(v) is list
-    )
-    size += sum(k.nbytes + 112 for k in local._new_keys) + sys.getsizeof(local._new_keys)
-    return size
+    return local.memory_bytes()
 
 
 def window_signatures(storage: object, since: datetime, params: str) -> list[tuple[int, bytes]]:

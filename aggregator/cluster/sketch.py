@@ -89,6 +89,7 @@ import contextlib
 import functools
 import pickle
 import struct
+import sys
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -475,6 +476,17 @@ class _BandIndex:
         """Bytes of the numpy runs and slot arrays (not the Python dicts and lists)."""
         runs = sum(r.keys.nbytes + r.vals.nbytes + r.fence.nbytes for r in self._runs)
         return int(runs + self._alive.nbytes + self._key_of.nbytes)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by all of the index's containers: the numpy runs and slot arrays,
+        the key <-> slot dict and free list, the newest articles' per-band dicts, the
+        band keys not in a run yet. Not the key objects themselves (the caller's)."""
+        size = self.nbytes() + sys.getsizeof(self._slot_of) + sys.getsizeof(self._free)
+        for recent in self._recent:
+            size += sys.getsizeof(recent)
+            size += sum(sys.getsizeof(v) for v in recent.values() if type(v) is list)
+        size += sum(k.nbytes + 112 for k in self._new_keys) + sys.getsizeof(self._new_keys)
+        return int(size)
 
     # ------------------------------------------------------------------ runs
 
