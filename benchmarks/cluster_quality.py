@@ -3,12 +3,19 @@
     .venv/bin/python benchmarks/cluster_quality.py            # full files (~30 s)
     .venv/bin/python benchmarks/cluster_quality.py --fast     # subsample, < 20 s, for CI
     .venv/bin/python benchmarks/cluster_quality.py --set join_scale=0.025 --set merge_scale=0.06
+    .venv/bin/python benchmarks/cluster_quality.py --halves 8   # + spread over story halves (~3 min)
 
 For each file it prints n, stories formed, B-cubed P/R/F1, pairwise F1, ARI, LSH candidate
 recall (share of articles whose gold story already had an article in the index and was
 among the LSH hits) and articles per second of the clusterer alone (prepare + decide +
 add, in memory; candidate-recall bookkeeping not timed). Files that are absent are
 skipped with a message. The data live in ``<repo>/../shared`` (override with --data).
+
+``--halves N`` also scores each file's stories split in two halves by a salted hash of the
+gold label, N salts: the way the held-out halves were cut (README of ../shared/eval). The
+spread of B-cubed F1 over those 2N halves says how much a figure on an unseen half of the
+stories may differ from the dev figure (a half is less crowded than the whole file, so its
+mean runs a little high; the low end is what to watch).
 """
 
 from __future__ import annotations
@@ -62,6 +69,30 @@ def subsample(records: list[dict[str, object]], keep: float) -> list[dict[str, o
     return [r for r in records if zlib.crc32(str(r["cluster"]).encode()) % 1000 < limit]
 
 
+def halves(records: list[dict[str, object]], salt: int) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """The records split in two by a salted hash of the gold label (stories stay whole)."""
+    parts: tuple[list[dict[str, object]], list[dict[str, object]]] = ([], [])
+    for r in records:
+        parts[zlib.crc32(f"{salt}:{r['cluster']}".encode()) % 2].append(r)
+    return parts
+
+
+def spread(name: str, records: list[dict[str, object]], settings: ClusterSettings, n: int) -> str:
+    """B-cubed F1 over 2n story halves: min, mean, max, and how many fall below the target."""
+    scores = []
+    for salt in range(n):
+        for half in halves(records, salt):
+            if half:
+                pred, _ = replay(half, settings)
+                scores.append(bcubed(pred, gold_labels(half))[2])
+    target = TARGETS.get(name)
+    below = "" if target is None else f"  below {target:.2f}: {sum(f < target for f in scores)}/{len(scores)}"
+    return (
+        f"{name:18s} halves {len(scores):3d}  F1 min {min(scores):.3f} mean {sum(scores) / len(scores):.3f}"
+        f" max {max(scores):.3f}{below}"
+    )
+
+
 def row(name: str, records: list[dict[str, object]], settings: ClusterSettings) -> str:
     pred, stats = replay(records, settings, measure_candidates=True)
     gold = gold_labels(records)
@@ -91,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--fast", action="store_true", help="subsample the large files (CI mode)")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--halves", type=int, default=0, metavar="N", help="also score 2N story halves per file")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting")
     args = parser.parse_args(argv)
     overrides = {}
@@ -112,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.fast and len(records) > 1500:
             records = subsample(records, 1500 / len(records))
         print(row(name, records, settings), flush=True)
+        if args.halves:
+            print(spread(name, records, settings, args.halves), flush=True)
     seeds = args.data / "seeds"
     if not seeds.is_dir() or not any(seeds.glob("*.txt")):
         print(f"{'seeds':18s} skipped: {seeds} not found")
