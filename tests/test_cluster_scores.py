@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -133,3 +134,57 @@ def test_adjusted_rand_hand_computed() -> None:
 def test_metrics_use_shared_items_only() -> None:
     assert bcubed({**PRED, "zz": "q"}, GOLD) == bcubed(PRED, GOLD)
     assert bcubed({}, GOLD) == (0.0, 0.0, 0.0)
+
+
+def _analyse_reference(text: str) -> tuple[list[str], list[str], set[str]]:
+    """The rule of features.analyse written word by word (the plain, slow form)."""
+    from aggregator.cluster import features as f
+
+    text = f.normalise(text)
+    all_words: list[str] = []
+    terms: list[str] = []
+    names: set[str] = set()
+    for line in text.split("\n"):
+        raw_words = f._WORD.findall(line)
+        title_case = not line.islower() and f._is_title_case_line(raw_words)
+        prev_end = 0
+        for m in f._WORD.finditer(line):
+            sentence_start = prev_end == 0 or f._BREAK.search(line, prev_end, m.start()) is not None
+            prev_end = m.end()
+            w = f._norm_word(m.group())
+            all_words.append(w)
+            if w in f.STOPWORDS or (len(w) == 1 and not w.isdigit()):
+                continue
+            t = f.stem(w)
+            terms.append(t)
+            capitalised = m.group()[0].isupper() and w not in f._NOT_NAMES
+            if capitalised and not line.islower() and not title_case and not sentence_start:
+                names.add(t)
+    return all_words, terms, names
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["Putin", "said", "the", "Kremlin", ".", ":", "talks", "(", ")", "\n", "3.5", "U.S.",
+             "Monday", "IN", "Ukraine's", "don't", "peace", '"', "Ankara", "1,200", "é", "Fed", " "]
+        ),
+        max_size=40,
+    )
+)
+def test_analyse_matches_the_word_by_word_rule(parts: list[str]) -> None:
+    from aggregator.cluster.features import analyse
+
+    text = " ".join(parts)
+    assert analyse(text) == _analyse_reference(text)
+
+
+def test_analyse_matches_the_word_by_word_rule_on_seed_reports() -> None:
+    from aggregator.cluster.features import analyse
+
+    seeds = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+    if not seeds.is_dir():
+        pytest.skip(f"{seeds} not found (../shared is absent)")
+    for path in sorted(seeds.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        assert analyse(text) == _analyse_reference(text)

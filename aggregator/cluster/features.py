@@ -30,6 +30,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 
 import xxhash
 
@@ -378,35 +379,40 @@ class _Lexicon(dict[str, tuple[str, str | None]]):
 _LEXICON = _Lexicon(200_000)
 
 
+# a word (group 1) or a sentence break (group 1 empty): words and breaks share no character,
+# so the words found are exactly _WORD's
+_TOKEN = re.compile(f"({_WORD.pattern})|{_BREAK.pattern}")
+
+
 def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
-    """Every normalised word (for fingerprints), the content terms, and the terms written as names."""
+    """Every normalised word (for fingerprints), the content terms, and the terms written as names.
+
+    A name is a content word written with a capital that does not start a sentence (a
+    line's first word, or the first after a break such as ``.`` or ``:``), in a line
+    that is not set in Title Case or capitals.
+    """
     text = normalise(text)
     all_words: list[str] = []
     terms: list[str] = []
     names: set[str] = set()
     lex = _LEXICON.__getitem__
     for line in text.split("\n"):
-        raw_words = _WORD.findall(line)
+        if line.islower():
+            tokens = raw_words = _WORD.findall(line)
+        else:
+            tokens = _TOKEN.findall(line)
+            raw_words = [t for t in tokens if t]
         if not raw_words:
             continue
-        if line.islower() or _is_title_case_line(raw_words):
-            # no names to find: the words and terms alone
-            entries = list(map(lex, raw_words))
-            all_words += [w for w, _ in entries]
-            terms += [t for _, t in entries if t is not None]
-            continue
-        prev_end = 0
-        for m in _WORD.finditer(line):
-            raw = m.group()
-            start = m.start()
-            sentence_start = prev_end == 0 or _BREAK.search(line, prev_end, start) is not None
-            prev_end = m.end()
+        entries = list(map(lex, raw_words))
+        all_words += [w for w, _ in entries]
+        terms += [t for _, t in entries if t is not None]
+        if tokens is raw_words or _is_title_case_line(raw_words):
+            continue  # no names to find
+        # capitalised words whose previous token is a word (not a break, not the line start)
+        for raw in [r for p, r in pairwise(tokens) if p and r and r[0].isupper()]:
             w, t = lex(raw)
-            all_words.append(w)
-            if t is None:
-                continue
-            terms.append(t)
-            if not sentence_start and raw[0].isupper() and w not in _NOT_NAMES:
+            if t is not None and w not in _NOT_NAMES:
                 names.add(t)
     return all_words, terms, names
 
@@ -457,15 +463,15 @@ def extract(title: str, text: str) -> Features:
         # drop the repeated title: its terms are the first len(title_terms) body terms
         body_terms = body_terms[len(title_terms) :]
         b_words = b_words[len(t_words) :]
-    all_terms = title_terms + body_terms
+    shingles = frozenset(title_terms + body_terms)
     full = " ".join(t_words) + "\n" + " ".join(b_words)
     return Features(
         title_terms=tuple(title_terms),
         body_terms=tuple(body_terms),
         names=frozenset(title_names | body_names),
-        numbers=frozenset(t for t in all_terms if _DIGIT.search(t) is not None),
+        numbers=frozenset(t for t in shingles if _DIGIT.search(t) is not None),
         fingerprint=xxhash.xxh64_intdigest(full.encode("utf-8")),
-        shingles=frozenset(all_terms),
+        shingles=shingles,
     )
 
 
