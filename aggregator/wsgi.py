@@ -8,7 +8,7 @@ r"""WSGI entry point for production servers (the web role without the scheduler)
 e.g. ``gunicorn --worker-class gthread --workers 2 --threads 4 'aggregator.wsgi:make_app()'``.
 
 Settings come from ``AGGREGATOR_CONFIG`` and ``AGGREGATOR_*`` variables, as for
-the command line. The app refuses to start on a database whose schema is out
+the command line, logging included (``log_level``, ``log_format``). The app refuses to start on a database whose schema is out
 of date (run ``aggregator db upgrade`` first); the SQLite default upgrades itself.
 """
 
@@ -18,7 +18,7 @@ import sys
 
 from flask import Flask
 
-from aggregator import config
+from aggregator import config, logs
 from aggregator.storage import open_storage
 from aggregator.web import create_app
 
@@ -49,4 +49,5 @@ def granian_command(
 
 def make_app() -> Flask:
     settings = config.load()
+    logs.setup(settings.log_level, settings.log_format)
     return create_app(settings, open_storage(settings.database_url))

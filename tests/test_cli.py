@@ -183,6 +183,28 @@ def test_wsgi_entry_serves_and_refuses_an_old_schema(tmp_path: Path, monkeypatch
         make_app()
 
 
+def test_wsgi_entry_logs_as_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import logging
+
+    from aggregator import logs
+    from aggregator.wsgi import make_app
+
+    monkeypatch.setenv("AGGREGATOR_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    monkeypatch.setenv("AGGREGATOR_LOG_FORMAT", "json")
+    monkeypatch.setenv("AGGREGATOR_LOG_LEVEL", "WARNING")
+    try:
+        make_app()
+        logging.getLogger("aggregator.web").info("not shown at WARNING")
+        logging.getLogger("aggregator.web").warning("storage unavailable")
+        (line,) = capsys.readouterr().err.splitlines()
+        assert json.loads(line)["msg"] == "storage unavailable"
+    finally:
+        logs.setup("WARNING", "kv")
+
+
 def _postgres_up() -> bool:
     import socket
 
