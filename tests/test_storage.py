@@ -325,3 +325,35 @@ def test_deferred_story_refresh_in_a_callers_batch_leaves_stories_right_on_error
     assert (story.article_count, story.updated_at, story.last_published) == (
         2, NOW + timedelta(minutes=7), NOW + timedelta(minutes=5),
     )
+
+
+def test_several_processes_upgrading_a_fresh_sqlite_file_do_not_race(tmp_path: Path) -> None:
+    """Web workers started together on a new SQLite file all upgrade it: all succeed, one schema."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def upgrade() -> None:
+        storage = Storage(url)
+        try:
+            barrier.wait()
+            storage.ensure_schema(auto_upgrade=True)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            storage.close()
+
+    for _ in range(3):  # a race is not certain on one try
+        (tmp_path / "fresh.db").unlink(missing_ok=True)
+        threads = [threading.Thread(target=upgrade) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        storage = Storage(url)
+        current, head = storage.schema_status()
+        storage.close()
+        assert current == head

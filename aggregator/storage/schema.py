@@ -3,12 +3,16 @@
 The migrations live in the repository's top-level ``migrations/`` folder and
 are installed with the package as ``aggregator.migrations`` (see
 pyproject.toml), so ``aggregator db upgrade`` works from a plain
-``pip install .``. On PostgreSQL the upgrade runs under an advisory lock so
-that several processes starting at once do not race.
+``pip install .``. Several processes starting at once (web workers, the
+daemon) do not race: on PostgreSQL the upgrade runs under an advisory lock, on
+a SQLite file under an exclusive ``flock`` of ``<database>-upgrade.lock`` beside
+it; whoever comes second finds the schema at head and has nothing to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -43,9 +47,29 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextlib.contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """Exclusive lock for the upgrade of a SQLite file (nothing for other databases)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        yield
+        return
+    with open(f"{database}-upgrade.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     config = alembic_config()
-    with engine.connect() as conn:
+    with _file_lock(engine), engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             conn.commit()
