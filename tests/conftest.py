@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,6 +32,34 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (../shared is not beside the checkout)")
     return path
+
+
+def upgrade_concurrently(url: str, processes: int = 4) -> list[BaseException]:
+    """``processes`` storages opened on ``url`` that all upgrade its schema at the same
+    moment (a barrier), as processes starting together do; returns what they raised."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(processes)
+
+    def upgrade() -> None:
+        storage = Storage(url)
+        try:
+            barrier.wait()
+            storage.ensure_schema(auto_upgrade=True)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+        finally:
+            storage.close()
+
+    run_threads([upgrade] * processes)
+    return errors
+
+
+def run_threads(targets: list[Callable[[], None]]) -> None:
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _port_open(host: str, port: int) -> bool:

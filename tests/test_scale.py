@@ -18,7 +18,7 @@ from aggregator.config import Settings
 from aggregator.ingest import ClusterEngine, cluster_pending, run_pass
 from aggregator.models import ParsedEntry
 from aggregator.storage import SchemaOutOfDateError, Storage, open_storage
-from tests.conftest import NOW
+from tests.conftest import NOW, upgrade_concurrently
 
 _OPEN: list[Clusterer | CandidateIndex | ClusterEngine] = []
 
@@ -111,25 +111,7 @@ def test_whole_pipeline_on_postgresql(pg_url: str, tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_migrations_under_advisory_lock_do_not_race(pg_url: str) -> None:
     """Several processes upgrading a fresh database at once: all succeed, one schema."""
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def upgrade() -> None:
-        storage = Storage(pg_url)
-        try:
-            barrier.wait()
-            storage.upgrade()
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            storage.close()
-
-    threads = [threading.Thread(target=upgrade) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert upgrade_concurrently(pg_url) == []
     storage = Storage(pg_url)
     current, head = storage.schema_status()
     storage.close()

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from aggregator.models import FeedState, ParsedEntry
 from aggregator.storage import FeedExistsError, SchemaOutOfDateError, Storage, StorageUnavailableError
 from aggregator.storage.facade import StoredSignature
-from tests.conftest import NOW
+from tests.conftest import NOW, upgrade_concurrently
 
 
 def entry(key: str, title: str, text: str = "body", *, minutes: int = 0, link: str | None = None) -> ParsedEntry:
@@ -329,30 +329,10 @@ def test_deferred_story_refresh_in_a_callers_batch_leaves_stories_right_on_error
 
 def test_several_processes_upgrading_a_fresh_sqlite_file_do_not_race(tmp_path: Path) -> None:
     """Web workers started together on a new SQLite file all upgrade it: all succeed, one schema."""
-    import threading
-
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def upgrade() -> None:
-        storage = Storage(url)
-        try:
-            barrier.wait()
-            storage.ensure_schema(auto_upgrade=True)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            storage.close()
-
     for _ in range(3):  # a race is not certain on one try
         (tmp_path / "fresh.db").unlink(missing_ok=True)
-        threads = [threading.Thread(target=upgrade) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
+        assert upgrade_concurrently(url) == []
         storage = Storage(url)
         current, head = storage.schema_status()
         storage.close()
