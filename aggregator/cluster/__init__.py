@@ -17,7 +17,7 @@ Theory of operation
 4. **Decision**: cosine between the article's TF-IDF vector and each candidate story's
    centroid (sum of its members' unit vectors). Terms weigh ``1 + log tf``, +2 when in the
    title, +1 when written as a name. IDF is counted over the articles held in the window,
-   with 60 pseudo-articles as a prior so an almost empty stream does not make every shared
+   with 120 pseudo-articles as a prior so an almost empty stream does not make every shared
    word look rare. The article joins the best story that clears its threshold:
 
        threshold = clip(0.022 * sqrt(distinct terms), 0.05, 0.40)
@@ -41,7 +41,7 @@ Theory of operation
 6. **Semantic signal** (``semantic``; WordLlama's static token embeddings, shipped inside
    the ``wordllama`` wheel): each article's mean token vector, and per story the sum of its
    members' vectors. Cosines are *centred* on the mean vector of the articles held (shrunk
-   towards 0 by the IDF prior's 60 pseudo-articles), so what every article shares is no
+   towards 0 by the IDF prior's 120 pseudo-articles), so what every article shares is no
    evidence - the embedding's IDF. Four uses, each with its reason:
 
    * **floor**: a story whose embedding cosine to the article is below 0.15 can neither be
