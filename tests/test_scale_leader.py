@@ -114,6 +114,7 @@ def _terminate_leader_session(url: str) -> None:
     with engine.begin() as conn:
         assert conn.execute(text(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND classid = :high AND objid = :low AND objsubid = 1"
         ), {"high": LEADER_LOCK_KEY >> 32, "low": LEADER_LOCK_KEY & 0xFFFFFFFF}).scalar_one()
     engine.dispose()
