@@ -548,15 +548,18 @@ class Clusterer:
             _held = [a for a in map(self._articles.get, hits) if a is not None]
         counts: Counter[int] = Counter([a.story for a in _held])
         t = prepared.time if prepared.time is not None else self._clock
+        # the stories with most hits first (then the lowest id), the first max_candidates of
+        # them still inside the window: their time gaps are worked out only as far as needed
         cands = []
-        for sid, n in counts.items():
-            st = self._stories[sid]
+        window = self._window
+        stories = self._stories
+        for neg, sid in sorted([(-n, sid) for sid, n in counts.items()]):
+            if len(cands) == s.max_candidates:
+                break
+            st = stories[sid]
             gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
-            if gap > self._window:
-                continue
-            cands.append((n, sid, gap))
-        cands.sort(key=lambda x: (-x[0], x[1]))
-        cands = cands[: s.max_candidates]
+            if gap <= window:
+                cands.append((-neg, sid, gap))
         emb = prepared.emb
         if recent and emb is not None and s.semantic_recent > 0 and s.semantic_top > 0:
             # second source: the stories joined most recently, ranked by embedding cosine
@@ -587,7 +590,6 @@ class Clusterer:
         spec = f.names | f.numbers
         out = []
         items = tuple(vec.items())
-        stories = self._stories
         for n, sid, gap in cands:
             st = stories[sid]
             get = st.centroid.get
@@ -604,7 +606,8 @@ class Clusterer:
                 dgap = max(0.0, st.dated[0] - pt, pt - st.dated[1])
                 threshold *= 1.0 - s.same_time_bonus * math.exp(-dgap / (s.same_time_hours * 3600.0))
                 threshold *= 1.0 + s.time_penalty * dgap / self._window
-            conflict = self._conflict(spec, st)
+            # the names/numbers test only matters when it moves the threshold (off by default)
+            conflict = s.conflict_factor != 1.0 and self._conflict(spec, st)
             if conflict:
                 threshold *= s.conflict_factor
             if shared < min(s.min_shared, len(vec)):
