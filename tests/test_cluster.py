@@ -338,3 +338,36 @@ def test_merge_needs_more_agreement_between_fragments_far_apart_in_time(gap_hour
     decision = c.decide(c.prepare(Document(3, "Stocks and oil fall on weak China exports data", "", later)))
     assert decision.story_id == 1
     assert decision.merge == ((2,) if merged else ())
+
+
+# --------------------------------------------------------------------------- the in-process index's story labels
+
+
+def test_decide_from_story_labels_equals_decide_from_the_hits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, decide counts the LSH hits per story from the index's labels; that must
+    decide exactly as looking every hit up (the shared index's way), through merges and
+    expiry, and the labels must follow the articles' stories."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import synthetic
+
+    items = list(synthetic.Stream(2, length="mixed", days=0.1).items(700))
+    c = Clusterer(ClusterSettings(window_hours=0.75))
+    index = c._index
+    local = index._local
+    assert local is not None
+    counter = itertools.count(1)
+    merges = 0
+    for n, it in enumerate(items):
+        p = c.prepare(Document(n + 1, it.title, it.body or it.summary, it.published))
+        decision = c.decide(p)
+        with monkeypatch.context() as m:
+            m.setattr(index, "query_labels", lambda sketch, min_bands: None)
+            assert c.decide(p) == decision, n
+        sid = decision.story_id if decision.story_id is not None else next(counter)
+        c.add(p, sid)
+        if decision.merge:
+            merges += 1
+            c.merge(sid, decision.merge)
+    assert merges and len(c) < len(items)  # both were exercised
+    for aid, a in c._articles.items():
+        assert local._label[local._slot_of[aid]] == a.story

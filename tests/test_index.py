@@ -269,3 +269,36 @@ def test_sketches_equal_datasketch_minhash(scheme: str, num_perm: int) -> None:
         assert got._m.jaccard(reference) == 1.0
         back = sketcher.from_bytes(sketcher.to_bytes(got))
         assert back is not None and np.array_equal(back.values, got.values)
+
+
+def test_labels_follow_inserts_relabels_and_removals() -> None:
+    """query_labels gives one label per key of query_counts, and the keys sharing enough bands."""
+    rng = np.random.default_rng(4)
+    params = SketchParams()
+    index = CandidateIndex(params, 0.1)
+    assert index._local is not None
+    index._local._buffer = 16  # runs, merges and the newest articles' dicts
+    sketches = _sketches(rng, 40, 128, 3, "uint32")
+    labels: dict[int, int] = {}
+    pyrng = random.Random(4)
+    for step in range(1500):
+        key = pyrng.randrange(300)
+        roll = pyrng.random()
+        if roll < 0.4:
+            labels[key] = pyrng.randrange(-5, 10**12)
+            index.insert(key, sketches[key % 40], labels[key])
+        elif roll < 0.55:
+            index.relabel(key, 7)
+            if key in labels:
+                labels[key] = 7
+        elif roll < 0.7:
+            index.remove(key)
+            labels.pop(key, None)
+        else:
+            sketch = sketches[pyrng.randrange(40)]
+            keys, counts = index.query_counts(sketch)
+            assert counts is not None
+            got = index.query_labels(sketch, 20)
+            assert got is not None
+            assert got[0].tolist() == [labels[k] for k in keys], step
+            assert got[1] == [k for k, n in zip(keys, counts.tolist(), strict=True) if n >= 20], step

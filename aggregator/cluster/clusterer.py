@@ -38,7 +38,7 @@ import heapq
 import itertools
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,7 @@ class Prepared:
     emb: Any = None  # unit sentence embedding (numpy float32) or None (semantic signal off / no tokens)
 
 
-@dataclass
+@dataclass(slots=True)  # no instance dict: smaller, and quicker to read for the hundreds of hits
 class _Article:
     id: int
     story: int
@@ -76,7 +76,7 @@ class _Article:
     emb: Any = None  # the article's unit embedding (numpy), None without one
 
 
-@dataclass
+@dataclass(slots=True)  # no instance dict: scoring reads a few dozen stories an article
 class _Story:
     id: int
     first: float
@@ -124,6 +124,18 @@ def _copy_min_bands(bands: int, rows: int, jaccard: float, miss: float = 1e-9) -
         if below > miss:
             return max(1, k)
     return max(1, bands)
+
+
+def _ranked(counts: Counter[int]) -> Iterator[tuple[int, int]]:
+    """(hits, story) pairs, most hits first, then the lowest story id."""
+    return ((-neg, sid) for neg, sid in sorted([(-n, sid) for sid, n in counts.items()]))
+
+
+def _ranked_labels(labels: np.ndarray) -> Iterator[tuple[int, int]]:
+    """:func:`_ranked` of the stories in ``labels`` (one per hit), counted in numpy."""
+    sids, counts = np.unique(labels, return_counts=True)
+    order = np.lexsort((sids, -counts))
+    return zip(counts[order].tolist(), sids[order].tolist(), strict=True)
 
 
 def _unit(vec: Vector) -> Vector:
@@ -202,18 +214,24 @@ class Clusterer:
             a = self._articles[original]
             if t is None or abs(t - a.time) <= window:
                 return Decision(a.story, 1.0, "copy", original)
-        hits, bands = self._index.query_counts(prepared.sketch)
-        # the hits' articles still held, looked up once (for the copy test and the scoring)
-        held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
+        # the LSH hits. In process the index labels each article with its story, so the hits
+        # are counted per story in numpy (hundreds to thousands of hits, a few dozen stories
+        # scored) and only the hits sharing enough bands to be near-exact copies are looked
+        # up: only those can have the term-set Jaccard of a copy (see _copy_min_bands: a real
+        # copy is missed with probability < 1e-9). A shared index returns keys only: every
+        # hit still held is looked up here.
+        labelled = self._index.query_labels(prepared.sketch, self._copy_bands)
+        if labelled is None:
+            hits = self._index.query(prepared.sketch)
+            held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
+            ranked = _ranked(Counter([a.story for a in held]))
+            pool = held
+        else:
+            labels, near = labelled
+            ranked = _ranked_labels(labels)
+            pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
         # 2. near-exact copy among the LSH hits
         if f.length >= s.copy_min_terms:
-            if bands is None:
-                pool = held
-            else:
-                # only hits sharing enough bands can have the term-set Jaccard of a copy
-                # (see _copy_min_bands: a real copy is missed with probability < 1e-9)
-                near = itertools.compress(hits, (bands >= self._copy_bands).tolist())
-                pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
             best_j, best_a = 0.0, None
             shingles = f.shingles
             size = len(shingles)
@@ -229,14 +247,18 @@ class Clusterer:
                     best_j, best_a = j, a
             if best_a is not None and best_j >= s.copy_jaccard:
                 return Decision(best_a.story, 1.0, "copy", best_a.id)
-        # 3. similarity to the candidate stories
-        scored = self.score_candidates(prepared, hits, _held=held)
+        # 3. similarity to the candidate stories (score_candidates, in steps)
+        cands = self._candidates(prepared, ranked)
+        lexical = self._lexical(prepared, cands)
+        scored = self._with_semantic(prepared, lexical, every=False)
         passing = [(c["score"] - c["threshold"], c) for c in scored if c["score"] >= c["threshold"]]
         if not passing:
             if prepared.emb is not None and s.semantic_recent > 0:
                 # nothing passes on words: let the stories joined most recently compete on
-                # meaning too (a headline sharing no word with its story is no LSH hit)
-                scored = self.score_candidates(prepared, hits, recent=True, _held=held)
+                # meaning too (a headline sharing no word with its story is no LSH hit); the
+                # hits' stories keep their lexical scores (score_candidates(recent=True))
+                recent = self._lexical(prepared, self._recent_candidates(prepared, cands))
+                scored = self._with_semantic(prepared, lexical + recent, every=True)
             sem = self._semantic_choice(scored)
             if sem is not None:
                 merge = self._bridged(prepared, sem, scored)
@@ -459,7 +481,7 @@ class Clusterer:
         self._articles[doc.id] = art
         self._fingerprints.setdefault(f.fingerprint, doc.id)
         if index:
-            self._index.insert(doc.id, prepared.sketch)
+            self._index.insert(doc.id, prepared.sketch, story_id)
         heapq.heappush(self._expiry, (t, doc.id))
         self._prune()
 
@@ -501,6 +523,7 @@ class Clusterer:
                 a = self._articles.get(aid)
                 if a is not None:
                     a.story = into
+                    self._index.relabel(aid, into)
             target.members |= other.members
 
     def assign(self, doc: Document, new_story_id: Callable[[], int]) -> tuple[Decision, int]:
@@ -530,57 +553,75 @@ class Clusterer:
     # ------------------------------------------------------------------ scoring
 
     def score_candidates(
-        self,
-        prepared: Prepared,
-        hits: list[Any] | None = None,
-        *,
-        recent: bool = False,
-        _held: list[_Article] | None = None,
+        self, prepared: Prepared, hits: list[Any] | None = None, *, recent: bool = False
     ) -> list[dict[str, Any]]:
         """Every candidate story with its evidence, score and threshold (for decide and analysis).
 
-        ``recent`` adds the second, semantic-only source (see :meth:`decide`). ``_held``:
-        the articles of ``hits`` still held, when the caller looked them up already."""
+        ``recent`` adds the second, semantic-only source (see :meth:`decide`)."""
+        if hits is None:
+            hits = self._index.query(prepared.sketch)
+        held = [a for a in map(self._articles.get, hits) if a is not None]
+        cands = self._candidates(prepared, _ranked(Counter([a.story for a in held])))
+        if recent:
+            cands += self._recent_candidates(prepared, cands)
+        return self._with_semantic(prepared, self._lexical(prepared, cands), every=recent)
+
+    def _candidates(
+        self, prepared: Prepared, ranked: Iterable[tuple[int, int]]
+    ) -> list[tuple[int, int, float]]:
+        """(hits, story, time gap) of the first max_candidates stories of ``ranked`` ((hits,
+        story) pairs, most hits first, then the lowest id) still inside the window: their
+        time gaps are worked out only as far as needed."""
         s = self.settings
-        if _held is None:
-            if hits is None:
-                hits = self._index.query(prepared.sketch)
-            _held = [a for a in map(self._articles.get, hits) if a is not None]
-        counts: Counter[int] = Counter([a.story for a in _held])
         t = prepared.time if prepared.time is not None else self._clock
-        # the stories with most hits first (then the lowest id), the first max_candidates of
-        # them still inside the window: their time gaps are worked out only as far as needed
-        cands = []
+        cands: list[tuple[int, int, float]] = []
         window = self._window
         stories = self._stories
-        for neg, sid in sorted([(-n, sid) for sid, n in counts.items()]):
+        for n, sid in ranked:
             if len(cands) == s.max_candidates:
                 break
             st = stories[sid]
             gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
             if gap <= window:
-                cands.append((-neg, sid, gap))
+                cands.append((n, sid, gap))
+        return cands
+
+    def _recent_candidates(
+        self, prepared: Prepared, cands: list[tuple[int, int, float]]
+    ) -> list[tuple[int, int, float]]:
+        """The second source of candidates: the stories joined most recently that are not in
+        ``cands``, ranked by embedding cosine (articles that share almost no word with their
+        story are not LSH hits); (0, story, time gap) like :meth:`_candidates`."""
+        s = self.settings
         emb = prepared.emb
-        if recent and emb is not None and s.semantic_recent > 0 and s.semantic_top > 0:
-            # second source: the stories joined most recently, ranked by embedding cosine
-            # (articles that share almost no word with their story are not LSH hits)
-            have = {sid for _, sid, _ in cands}
-            recent = [
-                sid
-                for sid in itertools.islice(reversed(self._recent.values()), s.semantic_recent)
-                if sid not in have and self._stories[sid].sem is not None
-            ]
-            if recent:
-                sims = self._semantic(emb, recent)
-                k = min(s.semantic_top, len(recent))
-                for j in np.argsort(-sims, kind="stable")[:k]:
-                    sid = recent[int(j)]
-                    st = self._stories[sid]
-                    gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
-                    if gap <= self._window:
-                        cands.append((0, sid, gap))
+        out: list[tuple[int, int, float]] = []
+        if emb is None or s.semantic_recent <= 0 or s.semantic_top <= 0:
+            return out
+        t = prepared.time if prepared.time is not None else self._clock
+        have = {sid for _, sid, _ in cands}
+        recent = [
+            sid
+            for sid in itertools.islice(reversed(self._recent.values()), s.semantic_recent)
+            if sid not in have and self._stories[sid].sem is not None
+        ]
+        if recent:
+            sims = self._semantic(emb, recent)
+            k = min(s.semantic_top, len(recent))
+            for j in np.argsort(-sims, kind="stable")[:k]:
+                sid = recent[int(j)]
+                st = self._stories[sid]
+                gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+                if gap <= self._window:
+                    out.append((0, sid, gap))
+        return out
+
+    def _lexical(self, prepared: Prepared, cands: list[tuple[int, int, float]]) -> list[dict[str, Any]]:
+        """The candidates scored on words: :meth:`score_candidates` before the embeddings
+        (``sem`` 0, the threshold not raised by the semantic floor)."""
         if not cands:
             return []
+        s = self.settings
+        stories = self._stories
         vec = self._doc_vector(prepared)
         vnorm = 1.0
         f = prepared.features
@@ -630,17 +671,32 @@ class Clusterer:
                     "sem": 0.0,
                 }
             )
-        if emb is not None:
-            # embedding cosines where they can change the outcome: every candidate when the
-            # semantic rule may decide (``recent``), else those near enough on words to be
-            # joined or bridged (the floor and the bridge rule); fewer numpy calls per article
-            need = out if recent else [c for c in out if c["score"] >= s.merge_ratio * c["threshold"]]
-            if need:
-                for c, x in zip(need, self._semantic(emb, [c["story"] for c in need]), strict=True):
-                    c["sem"] = float(x)
-                    if x < s.semantic_floor:
-                        # shared words, but it is about something else
-                        c["threshold"] = max(c["threshold"], 1.0 + 1e-9)
+        return out
+
+    def _with_semantic(
+        self, prepared: Prepared, lexical: list[dict[str, Any]], every: bool
+    ) -> list[dict[str, Any]]:
+        """:meth:`_lexical`'s candidates with their embedding cosines, where they can change
+        the outcome: ``every`` candidate when the semantic rule may decide (``recent``), else
+        those near enough on words to be joined or bridged (the floor and the bridge rule);
+        fewer numpy calls per article. A candidate given its cosine is a new dict: ``lexical``
+        is left as it was (decide scores it again with the recent stories)."""
+        out = list(lexical)
+        emb = prepared.emb
+        if emb is None:
+            return out
+        s = self.settings
+        need = (
+            range(len(out))
+            if every
+            else [i for i, c in enumerate(out) if c["score"] >= s.merge_ratio * c["threshold"]]
+        )
+        if need:
+            for i, x in zip(need, self._semantic(emb, [out[i]["story"] for i in need]), strict=True):
+                c = out[i] = {**out[i], "sem": float(x)}
+                if x < s.semantic_floor:
+                    # shared words, but it is about something else
+                    c["threshold"] = max(c["threshold"], 1.0 + 1e-9)
         return out
 
     # ------------------------------------------------------------------ internals

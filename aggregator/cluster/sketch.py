@@ -49,6 +49,11 @@ at a time. :class:`_BandIndex` holds the same bands compactly:
   a key only marks its slot dead: answers skip it at once, its entries are dropped at the
   next merge of its run (or a compaction, when more entries are dead than alive) and only
   then is the slot reused.
+* **Labels.** A key carries an int64 label of its owner's (the clusterer's: the article's
+  story, changed on merges with :meth:`CandidateIndex.relabel`).
+  :meth:`CandidateIndex.query_labels` returns the hits' labels as one array, so hits can be
+  counted per story without a Python object per hit (hundreds to thousands of hits a query
+  in a window of 20k-100k articles).
 * **Bulk load.** :meth:`CandidateIndex.insert_many` takes ``(key, stored signature)``
   pairs and makes one run with one sort (a restart: ~2 s of CPU for 107k articles,
   ``benchmarks/scale.py``). Inserts with no query in between (``Clusterer.restore``, one
@@ -309,6 +314,7 @@ class _BandIndex:
         self._slot_of: dict[Hashable, int] = {}
         self._key_of = np.empty(1024, dtype=object)  # slot -> key (stale for a removed key)
         self._alive = np.zeros(1024, dtype=bool)  # slot -> key not removed
+        self._label = np.zeros(1024, dtype=np.int64)  # slot -> the owner's label (see query_labels)
         self._slots = 1  # slots handed out (slot 0: the runs' padding, never alive)
         self._free: list[int] = []  # slots whose entries are all gone
         self._dead = 0  # removed slots whose entries are still stored
@@ -350,7 +356,7 @@ class _BandIndex:
 
     # ------------------------------------------------------------------ slots
 
-    def _alloc(self, key: Hashable) -> int:
+    def _alloc(self, key: Hashable, label: int = 0) -> int:
         if self._free:
             slot = self._free.pop()
         else:
@@ -360,7 +366,9 @@ class _BandIndex:
                 grow = len(self._alive)
                 self._alive = np.concatenate((self._alive, np.zeros(grow, dtype=bool)))
                 self._key_of = np.concatenate((self._key_of, np.empty(grow, dtype=object)))
+                self._label = np.concatenate((self._label, np.zeros(grow, dtype=np.int64)))
         self._key_of[slot] = key
+        self._label[slot] = label
         self._alive[slot] = True
         self._slot_of[key] = slot
         return slot
@@ -376,11 +384,11 @@ class _BandIndex:
 
     # ------------------------------------------------------------------ operations
 
-    def insert(self, key: Hashable, hashvalues: np.ndarray) -> None:
+    def insert(self, key: Hashable, hashvalues: np.ndarray, label: int = 0) -> None:
         keys = self._one(hashvalues)
         if key in self._slot_of:
             self.remove(key)
-        slot = self._alloc(key)
+        slot = self._alloc(key, label)
         self._new_keys.append(keys)
         self._new_slots.append(slot)
         if len(self._new_slots) >= (self._buffer if self._streaming else self._batch):
@@ -390,7 +398,7 @@ class _BandIndex:
             self._indexed += 1
 
     def insert_many(self, keys: list[Hashable], values: np.ndarray) -> None:
-        """Bulk insert: one sort of every band key, one new run."""
+        """Bulk insert: one sort of every band key, one new run (the keys labelled 0)."""
         last = {key: i for i, key in enumerate(keys)}  # a key given twice: the last one counts
         if len(last) != len(keys):
             rows = sorted(last.values())
@@ -401,8 +409,13 @@ class _BandIndex:
         for key in keys:
             self.remove(key)
         self._flush()
-        slots = np.fromiter((self._alloc(key) for key in keys), dtype=np.int64, count=len(keys))
+        slots = np.fromiter(map(self._alloc, keys), dtype=np.int64, count=len(keys))
         self._add_run(band_keys, slots)
+
+    def relabel(self, key: Hashable, label: int) -> None:
+        slot = self._slot_of.get(key)
+        if slot is not None:
+            self._label[slot] = label
 
     def remove(self, key: Hashable) -> None:
         slot = self._slot_of.pop(key, None)
@@ -418,6 +431,18 @@ class _BandIndex:
 
     def query_counts(self, hashvalues: np.ndarray) -> tuple[list[Hashable], np.ndarray]:
         """The keys sharing a band with ``hashvalues``, and how many bands each shares."""
+        slots, counts = self._hits(hashvalues)
+        return self._key_of[slots].tolist(), counts
+
+    def query_labels(self, hashvalues: np.ndarray, min_bands: int) -> tuple[np.ndarray, list[Hashable]]:
+        """The labels of the keys sharing a band with ``hashvalues`` (one per key), and the
+        keys sharing at least ``min_bands`` bands."""
+        slots, counts = self._hits(hashvalues)
+        return self._label[slots], self._key_of[slots[counts >= min_bands]].tolist()
+
+    def _hits(self, hashvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The slots of the live keys sharing a band with ``hashvalues`` (ascending), and
+        how many bands each shares."""
         q = self._one(hashvalues)
         self._streaming = True
         waiting = len(self._new_slots) - self._indexed
@@ -448,7 +473,7 @@ class _BandIndex:
             if found:
                 parts.append(np.asarray(found, dtype=np.int64) * b)
         if not parts:
-            return [], _NONE
+            return _NONE, _NONE
         slots = np.concatenate(parts) if len(parts) > 1 else parts[0]
         slots //= b
         slots.sort()  # a slot once per band it shares (an article is in one run or the dict)
@@ -461,7 +486,7 @@ class _BandIndex:
         else:
             counts = np.ones(len(slots), dtype=np.int64)
         alive = self._alive[slots]
-        return self._key_of[slots[alive]].tolist(), counts[alive]
+        return slots[alive], counts[alive]
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._slot_of
@@ -475,7 +500,7 @@ class _BandIndex:
     def nbytes(self) -> int:
         """Bytes of the numpy runs and slot arrays (not the Python dicts and lists)."""
         runs = sum(r.keys.nbytes + r.vals.nbytes + r.fence.nbytes for r in self._runs)
-        return int(runs + self._alive.nbytes + self._key_of.nbytes)
+        return int(runs + self._alive.nbytes + self._key_of.nbytes + self._label.nbytes)
 
     def memory_bytes(self) -> int:
         """Bytes held by all of the index's containers: the numpy runs and slot arrays,
@@ -738,10 +763,12 @@ class CandidateIndex:
 
     # ------------------------------------------------------------------ operations
 
-    def insert(self, key: Hashable, sketch: Sketch) -> None:
-        """Index ``key`` (a key already indexed is replaced)."""
+    def insert(self, key: Hashable, sketch: Sketch, label: int = 0) -> None:
+        """Index ``key`` (a key already indexed is replaced). ``label``: an int64 the owner
+        attaches to the key in this process (see :meth:`query_labels`); a shared index
+        keeps none."""
         if self._local is not None:
-            self._local.insert(key, sketch.values)
+            self._local.insert(key, sketch.values, label)
             return
         self._write(self._insert_script, self._insert_args(key, sketch.values))
 
@@ -784,6 +811,21 @@ class CandidateIndex:
         if self._local is not None:
             return self._local.query_counts(sketch.values)
         return self.query(sketch), None
+
+    def query_labels(self, sketch: Sketch, min_bands: int) -> tuple[np.ndarray, list[Hashable]] | None:
+        """The labels (see :meth:`insert`, :meth:`relabel`) of the keys :meth:`query` returns,
+        one per key, as an int64 array, with the keys that share at least ``min_bands``
+        bands with ``sketch``; None from Redis, which keeps no labels. For a caller that
+        needs the hits only in aggregate (the clusterer counts hits per story, its label):
+        no Python object is made per hit."""
+        if self._local is not None:
+            return self._local.query_labels(sketch.values, min_bands)
+        return None
+
+    def relabel(self, key: Hashable, label: int) -> None:
+        """Change the label of ``key`` (an absent key, or a shared index: nothing to do)."""
+        if self._local is not None:
+            self._local.relabel(key, label)
 
     def query(self, sketch: Sketch) -> list[Hashable]:
         """The keys sharing at least one band with ``sketch``, in no particular order."""
