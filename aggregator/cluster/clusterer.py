@@ -218,14 +218,16 @@ class Clusterer:
         # are counted per story in numpy (hundreds to thousands of hits, a few dozen stories
         # scored) and only the hits sharing enough bands to be near-exact copies are looked
         # up: only those can have the term-set Jaccard of a copy (see _copy_min_bands: a real
-        # copy is missed with probability < 1e-9). A shared index returns keys only: every
-        # hit still held is looked up here.
+        # copy is missed with probability < 1e-9). A shared index returns keys with their
+        # band counts (no labels): every hit still held is looked up here to count stories,
+        # and the copy test takes the same near-copy hits.
         labelled = self._index.query_labels(prepared.sketch, self._copy_bands)
         if labelled is None:
-            hits = self._index.query(prepared.sketch)
+            hits, bands = self._index.query_counts(prepared.sketch)
             held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
             ranked = _ranked(Counter([a.story for a in held]))
-            pool = held
+            near = itertools.compress(hits, (bands >= self._copy_bands).tolist())
+            pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
         else:
             labels, near = labelled
             ranked = _ranked_labels(labels)

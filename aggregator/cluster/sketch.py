@@ -640,16 +640,54 @@ return cmsgpack.pack(redis.call('SUNION', unpack(buckets)))
 """
 
 
+# ARGV: as _QUERY. The keys of the buckets with how many of them each is in: every
+# bucket's members counted in a Lua table (a few thousand entries at a full window), the
+# keys in order of first sight and their counts (<= 64 bands: MessagePack positive fixints,
+# one byte each) as two MessagePack arrays.
+_QUERY_COUNTS = """
+local prefix = ARGV[1]
+local count, members = {}, {}
+for i = 2, #ARGV do
+  local bucket = prefix .. string.char(math.floor((i - 2) / 256), (i - 2) % 256) .. ARGV[i]
+  for _, k in ipairs(redis.call('SMEMBERS', bucket)) do
+    local c = count[k]
+    if c then
+      count[k] = c + 1
+    else
+      count[k] = 1
+      members[#members + 1] = k
+    end
+  end
+end
+local counts = {}
+for j, k in ipairs(members) do counts[j] = count[k] end
+return {cmsgpack.pack(members), cmsgpack.pack(counts)}
+"""
+
+
+def _array_header(blob: bytes) -> tuple[int, int]:
+    """(element count, offset of the first element) of a MessagePack array."""
+    head = blob[0]
+    if head <= 0x9F:  # fixarray
+        return head & 0x0F, 1
+    if head == 0xDC:  # array 16
+        return int.from_bytes(blob[1:3], "big"), 3
+    return int.from_bytes(blob[1:5], "big"), 5  # array 32
+
+
+def _unpack_small_ints(blob: bytes) -> np.ndarray:
+    """A MessagePack array of integers 0-127 (positive fixints, one byte each)."""
+    count, at = _array_header(blob)
+    values = np.frombuffer(blob, dtype=np.uint8, count=count, offset=at)
+    if count and int(values.max()) > 0x7F:
+        raise ValueError("not an array of positive fixints")
+    return values.astype(np.int64)
+
+
 def _unpack_keys(blob: bytes) -> list[Hashable]:
     """The pickled keys of a MessagePack array of strings (what ``cmsgpack.pack`` makes of a
     list of Redis strings), unpickled."""
-    head = blob[0]
-    if head <= 0x9F:  # fixarray
-        count, at = head & 0x0F, 1
-    elif head == 0xDC:  # array 16
-        count, at = int.from_bytes(blob[1:3], "big"), 3
-    else:  # array 32
-        count, at = int.from_bytes(blob[1:5], "big"), 5
+    count, at = _array_header(blob)
     out, loads = [], pickle.loads
     for _ in range(count):
         head = blob[at]
@@ -697,6 +735,7 @@ class CandidateIndex:
             self._insert_script = self._redis.register_script(_INSERT)
             self._remove_script = self._redis.register_script(_REMOVE)
             self._query_script = self._redis.register_script(_QUERY)
+            self._query_counts_script = self._redis.register_script(_QUERY_COUNTS)
             self._deferring = False
             self._pending: list[tuple[Any, list[bytes]]] = []  # deferred (script, args)
             try:
@@ -804,13 +843,15 @@ class CandidateIndex:
             )
         return len(pairs)
 
-    def query_counts(self, sketch: Sketch) -> tuple[list[Hashable], np.ndarray | None]:
+    def query_counts(self, sketch: Sketch) -> tuple[list[Hashable], np.ndarray]:
         """:meth:`query`, with how many bands each key shares with ``sketch`` (an array in
-        the keys' order) where the index can tell cheaply: in process; None from Redis,
-        whose one-script query returns the union of the bands."""
+        the keys' order). Redis counts them in one script (its Lua walks every bucket's
+        members, where the plain query is one SUNION): the clusterer needs the counts to
+        look for near-exact copies among a few hits instead of all of them."""
         if self._local is not None:
             return self._local.query_counts(sketch.values)
-        return self.query(sketch), None
+        keys, counts = self._run_query(self._query_counts_script, sketch)
+        return _unpack_keys(keys), _unpack_small_ints(counts)
 
     def query_labels(self, sketch: Sketch, min_bands: int) -> tuple[np.ndarray, list[Hashable]] | None:
         """The labels (see :meth:`insert`, :meth:`relabel`) of the keys :meth:`query` returns,
@@ -831,11 +872,15 @@ class CandidateIndex:
         """The keys sharing at least one band with ``sketch``, in no particular order."""
         if self._local is not None:
             return self._local.query(sketch.values)
+        return _unpack_keys(self._run_query(self._query_script, sketch))
+
+    def _run_query(self, script: Any, sketch: Sketch) -> Any:
+        """A query script's reply, after the writes deferred so far (in the same round trip)."""
         args = [self._prefix, *self._hashes(sketch)]
         if not self._pending:
-            return _unpack_keys(self._query_script(args=args))
-        calls, self._pending = [*self._pending, (self._query_script, args)], []
-        return _unpack_keys(self._pipelined(calls)[-1])  # the deferred writes, then the query
+            return script(args=args)
+        calls, self._pending = [*self._pending, (script, args)], []
+        return self._pipelined(calls)[-1]
 
     # ------------------------------------------------------------------ deferred writes
 
