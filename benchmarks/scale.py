@@ -84,21 +84,30 @@ class Timed:
         self.calls = {"query": 0, "insert": 0, "remove": 0}
         self.bands = index.bands  # type: ignore[attr-defined]
 
-    def _timed(self, name: str, *args: object) -> object:
+    def _timed(self, name: str, method: str, *args: object) -> object:
         started = time.process_time()  # CPU time: a paused or preempted process is not charged
-        result = getattr(self._index, name)(*args)
+        result = getattr(self._index, method)(*args)
         self.seconds[name] += time.process_time() - started
         self.calls[name] += 1
         return result
 
     def query(self, sketch: object) -> object:
-        return self._timed("query", sketch)
+        return self._timed("query", "query", sketch)
 
-    def insert(self, key: object, sketch: object) -> None:
-        self._timed("insert", key, sketch)
+    def query_counts(self, sketch: object) -> object:
+        return self._timed("query", "query_counts", sketch)
+
+    def query_labels(self, sketch: object, min_bands: int) -> object:
+        return self._timed("query", "query_labels", sketch, min_bands)
+
+    def insert(self, key: object, sketch: object, label: int = 0) -> None:
+        self._timed("insert", "insert", key, sketch, label)
 
     def remove(self, key: object) -> None:
-        self._timed("remove", key)
+        self._timed("remove", "remove", key)
+
+    def __getattr__(self, name: str) -> object:  # the rest of the index (relabel, shared, ...): untimed
+        return getattr(self._index, name)
 
     def __contains__(self, key: object) -> bool:
         return key in self._index  # type: ignore[operator]
