@@ -8,8 +8,9 @@ r"""WSGI entry point for production servers (the web role without the scheduler)
 e.g. ``gunicorn --worker-class gthread --workers 2 --threads 4 'aggregator.wsgi:make_app()'``.
 
 Settings come from ``AGGREGATOR_CONFIG`` and ``AGGREGATOR_*`` variables, as for
-the command line, logging included (``log_level``, ``log_format``). The app refuses to start on a database whose schema is out
-of date (run ``aggregator db upgrade`` first); the SQLite default upgrades itself.
+the command line, logging included (``log_level``, ``log_format``). The app refuses
+to start on a database whose schema is out of date (run ``aggregator db upgrade``
+first); the SQLite default upgrades itself.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,16 +50,12 @@ def upgrade_concurrently(url: str, processes: int = 4) -> list[BaseException]:
         finally:
             storage.close()
 
-    run_threads([upgrade] * processes)
-    return errors
-
-
-def run_threads(targets: list[Callable[[], None]]) -> None:
-    threads = [threading.Thread(target=target) for target in targets]
+    threads = [threading.Thread(target=upgrade) for _ in range(processes)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return errors
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -138,6 +138,11 @@ def _ranked_labels(labels: np.ndarray) -> Iterator[tuple[int, int]]:
     return zip(counts[order].tolist(), sids[order].tolist(), strict=True)
 
 
+def _gap(st: _Story, t: float | None) -> float:
+    """Seconds from ``t`` to the story's span of articles (0 inside it or with no time)."""
+    return 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+
+
 def _unit(vec: Vector) -> Vector:
     n = math.sqrt(sum(v * v for v in vec.values()))
     if n <= 0.0:
@@ -226,12 +231,11 @@ class Clusterer:
             hits, bands = self._index.query_counts(prepared.sketch)
             held = [a for a in map(self._articles.get, hits) if a is not None]  # type: ignore[arg-type]
             ranked = _ranked(Counter([a.story for a in held]))
-            near = itertools.compress(hits, (bands >= self._copy_bands).tolist())
-            pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
+            near: Iterable[Any] = itertools.compress(hits, (bands >= self._copy_bands).tolist())
         else:
             labels, near = labelled
             ranked = _ranked_labels(labels)
-            pool = [a for a in map(self._articles.get, near) if a is not None]  # type: ignore[arg-type]
+        pool = [a for a in map(self._articles.get, near) if a is not None]
         # 2. near-exact copy among the LSH hits
         if f.length >= s.copy_min_terms:
             best_j, best_a = 0.0, None
@@ -582,8 +586,7 @@ class Clusterer:
         for n, sid in ranked:
             if len(cands) == s.max_candidates:
                 break
-            st = stories[sid]
-            gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+            gap = _gap(stories[sid], t)
             if gap <= window:
                 cands.append((n, sid, gap))
         return cands
@@ -611,8 +614,7 @@ class Clusterer:
             k = min(s.semantic_top, len(recent))
             for j in np.argsort(-sims, kind="stable")[:k]:
                 sid = recent[int(j)]
-                st = self._stories[sid]
-                gap = 0.0 if t is None else max(0.0, st.first - t, t - st.last)
+                gap = _gap(self._stories[sid], t)
                 if gap <= self._window:
                     out.append((0, sid, gap))
         return out

@@ -397,7 +397,8 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
     names: set[str] = set()
     lex = _LEXICON.__getitem__
     for line in text.split("\n"):
-        if line.islower():
+        lower = line.islower()  # no capitals, so no names: the words alone are enough
+        if lower:
             tokens = raw_words = _WORD.findall(line)
         else:
             tokens = _TOKEN.findall(line)
@@ -407,7 +408,7 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
         entries = list(map(lex, raw_words))
         all_words += [w for w, _ in entries]
         terms += [t for _, t in entries if t is not None]
-        if tokens is raw_words or _is_title_case_line(raw_words):
+        if lower or _is_title_case_line(raw_words):
             continue  # no names to find
         # capitalised words whose previous token is a word (not a break, not the line start)
         for raw in [r for p, r in pairwise(tokens) if p and r and r[0].isupper()]:
