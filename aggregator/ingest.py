@@ -594,6 +594,7 @@ def _cluster_in_transaction(
                 report.rebuilt = True
             engine.epoch, engine.merges = state.epoch, state.merges
         clusterer = engine.clusterer
+        new_stories = storage.new_stories()  # ids now, rows in bulk before the assignments
         while True:
             pending = storage.pending_articles(batch_size)
             if not pending:
@@ -614,7 +615,7 @@ def _cluster_in_transaction(
                     story_id, score, signal = decision.story_id, decision.score, decision.signal
                     copy_of, merge = decision.copy_of, decision.merge
                 if story_id is None:
-                    story_id = storage.create_story(article, now=now())
+                    story_id = new_stories.reserve(article, now=now())
                     report.new_stories += 1
                 else:
                     report.joined += 1
@@ -627,6 +628,7 @@ def _cluster_in_transaction(
                     by_url[article.url] = (article.id, story_id)
                 if merge:
                     # Write what is decided so far, so that the merge moves it too.
+                    new_stories.flush()
                     storage.record_assignments(decided, now=now())
                     decided = []
                     # Storage refuses merges that would undo an operator's split.
@@ -637,6 +639,7 @@ def _cluster_in_transaction(
                         by_url = {u: (a, story_id if s in merged else s) for u, (a, s) in by_url.items()}
                         report.merges += len(done)
                 report.clustered += 1
+            new_stories.flush()
             storage.record_assignments(decided, now=now())
         if report.merges:
             engine.merges = storage.bump_cluster_merges()

@@ -292,6 +292,53 @@ def test_deferred_story_refresh_rolls_back_as_a_whole(store: Storage) -> None:
     assert story is not None and story.article_count == 1 and story.source_count == 1
 
 
+def test_new_stories_hand_out_ids_at_once_and_write_the_rows_in_bulk(store: Storage) -> None:
+    from aggregator.storage.facade import Assignment
+
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(
+        feed.id, [entry(str(i), f"Story {i}", minutes=i) for i in range(20)], source="A", fetched_at=NOW
+    )
+    pending = store.pending_articles(100)
+    earlier = store.create_story(pending[0], now=NOW)  # an existing story: new ids come after it
+    with pytest.raises(RuntimeError, match="batch"):
+        store.new_stories()  # outside a write transaction there is nothing to bind the ids to
+    with store.deferred_story_refresh():
+        new = store.new_stories()
+        ids = [new.reserve(article, now=NOW) for article in pending[1:]]  # 19: crosses PG's 8 and 16 blocks
+        assert len(set(ids)) == len(ids) and min(ids) > earlier
+        assert store.story_record(ids[0]) is None  # nothing written yet
+        new.flush()
+        new.flush()  # nothing more to write
+        store.record_assignments(
+            [Assignment(a.id, sid, 1.0, "new", None, None) for a, sid in zip(pending[1:], ids, strict=True)],
+            now=NOW,
+        )
+        # a story created the ordinary way in the same transaction does not collide
+        after = store.create_story(pending[0], now=NOW)
+        assert after not in ids
+    assert store.story_record(after) is not None
+    if store.is_sqlite:  # what SQLite itself would have chosen
+        assert ids == list(range(earlier + 1, earlier + 20))
+    for article, sid in zip(pending[1:], ids, strict=True):
+        story = store.story_record(sid)
+        assert story is not None
+        assert (story.headline, story.article_count, story.first_published) == (article.title, 1, article.published)
+
+
+def test_new_stories_roll_back_with_their_transaction(store: Storage) -> None:
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(feed.id, [entry("1", "One")], source="A", fetched_at=NOW)
+    (article,) = store.pending_articles(10)
+    with pytest.raises(RuntimeError), store.batch():
+        new = store.new_stories()
+        story_id = new.reserve(article, now=NOW)
+        new.flush()
+        assert store.story_record(story_id) is not None
+        raise RuntimeError("crash in the middle of a pass")
+    assert store.story_record(story_id) is None
+
+
 def test_story_assignments_are_what_iter_stories_yields(store: Storage) -> None:
     a = store.add_feed("https://a.example/feed", now=NOW).id
     b = store.add_feed("https://b.example/feed", now=NOW).id
