@@ -53,12 +53,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import synthetic  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 
 from aggregator import ingest  # noqa: E402
 from aggregator.cluster import Clusterer, ClusterSettings, Document  # noqa: E402
 from aggregator.storage import open_storage  # noqa: E402
-from aggregator.storage.facade import articles, signatures, stories  # noqa: E402
+from aggregator.storage.facade import articles, index_for_search, signatures, stories  # noqa: E402
 
 MAX_BYTES_PER_ARTICLE = 2048
 MAX_COST_GROWTH = 1.5
@@ -224,7 +224,9 @@ class Writer:
             if self.stories:
                 conn.execute(insert(stories), self.stories)
             if self.rows:
+                before = conn.execute(select(func.coalesce(func.max(articles.c.id), 0))).scalar_one()
                 conn.execute(insert(articles), self.rows)
+                index_for_search(conn, before)  # what Storage.save_entries does
                 conn.execute(insert(signatures), self.sigs)
         self.rows, self.sigs, self.stories = [], [], []
 

@@ -212,6 +212,26 @@ _REFRESH_FULL = _REFRESH_EMPTY.values(
 )
 
 
+_MAX_ARTICLE_ID = select(func.coalesce(func.max(articles.c.id), 0))
+_FTS_INSERT = text(
+    "INSERT INTO articles_fts(rowid, title, summary) SELECT id, title, summary FROM articles WHERE id > :after"
+)
+
+
+def index_for_search(conn: Connection, after_id: int) -> None:
+    """Add the articles inserted after ``after_id`` (in this transaction) to SQLite's search index.
+
+    One statement for a whole batch (migration 0006 dropped the per-row insert trigger:
+    less than half the cost). Every insert into ``articles`` must call this before
+    its transaction ends: the FTS5 table mirrors ``articles``, and its delete
+    trigger assumes every row it removes was indexed. New rows get the next rowids
+    (SQLite's max + 1; a write transaction holds the only write lock). PostgreSQL's
+    expression index needs nothing.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.execute(_FTS_INSERT, {"after": after_id})
+
+
 class NewStories:
     """Stories started by a clustering pass: each id handed out at once, the rows written in bulk.
 
@@ -693,7 +713,9 @@ class Storage(OperationsMixin, WebSubMixin, CoordinationMixin):
                 else:
                     unchanged += 1
             if inserts:
+                before = conn.execute(_MAX_ARTICLE_ID).scalar_one() if self.is_sqlite else 0
                 conn.execute(insert(articles), inserts)
+                index_for_search(conn, before)
             self._refresh_stories(conn, sorted(touched_stories), fetched_at)
         return SaveCounts(new=new, updated=updated, unchanged=unchanged)
 
