@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
+from itertools import filterfalse
 
 import xxhash
 
@@ -326,6 +326,10 @@ def stem(word: str) -> str:
 
 def normalise(text: str) -> str:
     """NFKC, folded quotes/dashes; case is kept (names are read from it)."""
+    if text.isascii():
+        # NFKC leaves ASCII as it is, and the only ASCII character folded is the backtick
+        # (str.isascii is O(1): a flag of the string)
+        return text.replace("`", "'")
     return unicodedata.normalize("NFKC", text).translate(_FOLD)
 
 
@@ -348,7 +352,10 @@ def words(text: str) -> list[str]:
 
 
 def _is_title_case_line(raw_words: list[str]) -> bool:
-    """A headline set in Title Case or ALL CAPS: capitals there say nothing about names."""
+    """A headline set in Title Case or ALL CAPS: capitals there say nothing about names.
+
+    (The plain form of the rule: :func:`analyse` counts the same words with the weights
+    its lexicon keeps for each raw word.)"""
     long_words = [w for w in raw_words if len(w) > 3 and w[0].isalpha()]
     if len(long_words) < 2:
         return False
@@ -356,23 +363,35 @@ def _is_title_case_line(raw_words: list[str]) -> bool:
     return caps >= 0.7 * len(long_words)
 
 
-class _Lexicon(dict[str, tuple[str, str | None]]):
-    """raw word -> (normalised word, its term or None for a stop-word), filled on demand.
+# A raw word's weight in the Title Case test, so that one ``sum`` counts a line's words:
+# _LONG for a word _is_title_case_line counts (more than three characters, starting with a
+# letter), plus 1 if it is capitalised; 0 for the others. (A line has far fewer than 2**32
+# words, and the sum of small ints stays in C.)
+_LONG = 1 << 32
 
-    Both are pure functions of the raw word, and a news stream repeats its words: the
-    lookup replaces two Python calls per word. Cleared when it reaches ``size`` words (a
-    plain bound: results never depend on it)."""
+
+class _Lexicon(dict[str, tuple[str, str | None, int, str | None]]):
+    """raw word -> (normalised word, its term or None for a stop-word, its Title Case
+    weight, the term it names if written where a name can be (capitalised, not a stop-word
+    nor in _NOT_NAMES) or None), filled on demand.
+
+    All four are pure functions of the raw word, and a news stream repeats its words: the
+    lookup replaces the Python calls per word (normalising, stemming, reading the capitals).
+    Cleared when it reaches ``size`` words (a plain bound: results never depend on it)."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self._size = size
 
-    def __missing__(self, raw: str) -> tuple[str, str | None]:
+    def __missing__(self, raw: str) -> tuple[str, str | None, int, str | None]:
         if len(self) >= self._size:
             self.clear()
         w = _norm_word(raw)
         term = None if w in STOPWORDS or (len(w) == 1 and not w.isdigit()) else stem(w)
-        entry = self[raw] = (w, term)
+        capital = raw[0].isupper()
+        weight = _LONG + capital if len(raw) > 3 and raw[0].isalpha() else 0
+        name = term if capital and w not in _NOT_NAMES else None
+        entry = self[raw] = (w, term, weight, name)
         return entry
 
 
@@ -382,6 +401,85 @@ _LEXICON = _Lexicon(200_000)
 # a word (group 1) or a sentence break (group 1 empty): words and breaks share no character,
 # so the words found are exactly _WORD's
 _TOKEN = re.compile(f"({_WORD.pattern})|{_BREAK.pattern}")
+# The same two patterns for an ASCII line, where they match exactly the same: there
+# [^\W_] (str.isalnum) is [A-Za-z0-9] and \d (str.isdecimal) is [0-9]. Faster: a character
+# set is a bitmap test where a Unicode category is a table lookup per character.
+_WORD_ASCII = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[A-Za-z0-9]+(?:'[A-Za-z0-9]+)*")
+_TOKEN_ASCII = re.compile(f"({_WORD_ASCII.pattern})|{_BREAK.pattern}")
+
+
+# what _split_form translates a break character and a digit to (other control characters
+# become spaces, so these two bytes come from nothing else)
+_SPLIT_BREAK = 1
+_SPLIT_DIGIT = 2
+
+
+def _ascii_table(breaks: bool) -> bytes:
+    """bytes.translate table for :func:`_split_form`: letters and ``'`` kept, digits to
+    _SPLIT_DIGIT, break characters to _SPLIT_BREAK (``breaks``) or a space, every other
+    ASCII character to a space."""
+    table = bytearray(range(256))
+    for c in range(128):
+        ch = chr(c)
+        if not (ch.isalpha() or ch == "'"):
+            table[c] = _SPLIT_DIGIT if ch.isdigit() else _SPLIT_BREAK if breaks and _BREAK.match(ch) else 32
+    return bytes(table)
+
+
+_ASCII_TOKENS = _ascii_table(breaks=True)
+_ASCII_WORDS = _ascii_table(breaks=False)
+
+
+def _split_form(line: str, table: bytes) -> str | None:
+    """An ASCII line without digits or ``''`` (most lines of news text) rewritten so that
+    ``split`` finds the words the regex finds; None for any other line. All in C: a third
+    of the cost of the regex and of dropping its break tokens.
+
+    In such a line a word is a run of letters with single inner apostrophes, and every
+    other character separates words: so translate (separators to spaces, breaks to
+    _SPLIT_BREAK if ``table`` keeps them) and blank the apostrophes that start or end a
+    run. Digits make numbers (``1,000``, ``7.0``), whose ``.`` and ``,`` separate nothing:
+    left to the regex, as are ``a''b`` (two words) and non-ASCII lines.
+    """
+    if not line.isascii():
+        return None
+    b = line.encode("ascii").translate(table)
+    if _SPLIT_DIGIT in b:
+        return None
+    if b"'" in b:
+        if b"''" in b:
+            return None
+        brk = bytes([_SPLIT_BREAK])
+        b = (b" " + b.replace(brk, b" " + brk + b" ") + b" ").replace(b" '", b" ").replace(b"' ", b" ")
+    return b.decode("ascii")
+
+
+def _words(line: str) -> list[str]:
+    """``_WORD.findall(line)``, by :func:`_split_form` where it can."""
+    form = _split_form(line, _ASCII_WORDS)
+    if form is not None:
+        return form.split()
+    return (_WORD_ASCII if line.isascii() else _WORD).findall(line)
+
+
+def _tokens(line: str) -> tuple[list[str], set[int]]:
+    """The words of ``line`` (as :func:`_words`), and the indices among them where a
+    sentence starts: 0, and after each break (an index may be ``len(words)``)."""
+    form = _split_form(line, _ASCII_TOKENS)
+    if form is not None:
+        words: list[str] = []
+        starts: set[int] = set()
+        for sentence in form.split(chr(_SPLIT_BREAK)):  # a Python step per sentence, not per word
+            starts.add(len(words))
+            words += sentence.split()
+        return words, starts
+    tokens = (_TOKEN_ASCII if line.isascii() else _TOKEN).findall(line)  # a break is ''
+    starts = {0}
+    i = 0
+    for k in range(1, tokens.count("") + 1):
+        i = tokens.index("", i) + 1
+        starts.add(i - k)  # the k breaks so far are not words
+    return list(filter(None, tokens)), starts
 
 
 def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
@@ -390,6 +488,10 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
     A name is a content word written with a capital that does not start a sentence (a
     line's first word, or the first after a break such as ``.`` or ``:``), in a line
     that is not set in Title Case or capitals.
+
+    The per-word work is done in C where it can be: tokenising (:func:`_split_form`), one
+    lexicon lookup per word, its fields transposed with ``zip``, the Title Case test one
+    ``sum``; Python loops run per line and per sentence.
     """
     text = normalise(text)
     all_words: list[str] = []
@@ -397,24 +499,30 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
     names: set[str] = set()
     lex = _LEXICON.__getitem__
     for line in text.split("\n"):
-        lower = line.islower()  # no capitals, so no names: the words alone are enough
-        if lower:
-            tokens = raw_words = _WORD.findall(line)
-        else:
-            tokens = _TOKEN.findall(line)
-            raw_words = [t for t in tokens if t]
+        if line.islower():  # no capitals, so no names: the words alone are enough
+            raw_words = _words(line)
+            if raw_words:
+                line_words, line_terms, _, _ = zip(*map(lex, raw_words), strict=True)
+                all_words += line_words
+                terms += filter(None, line_terms)  # terms are never empty: drops the stop-words
+            continue
+        raw_words, starts = _tokens(line)
         if not raw_words:
             continue
-        entries = list(map(lex, raw_words))
-        all_words += [w for w, _ in entries]
-        terms += [t for _, t in entries if t is not None]
-        if lower or _is_title_case_line(raw_words):
-            continue  # no names to find
-        # capitalised words whose previous token is a word (not a break, not the line start)
-        for raw in [r for p, r in pairwise(tokens) if p and r and r[0].isupper()]:
-            w, t = lex(raw)
-            if t is not None and w not in _NOT_NAMES:
-                names.add(t)
+        line_words, line_terms, weights, line_names = zip(*map(lex, raw_words), strict=True)
+        all_words += line_words
+        terms += filter(None, line_terms)
+        # _is_title_case_line from the weights: long words, and those with a capital
+        long_words, caps = divmod(sum(weights), _LONG)
+        if long_words >= 2 and caps >= 0.7 * long_words:
+            continue  # Title Case or capitals: no names to find
+        # the names written anywhere but where a sentence starts
+        named = list(line_names)
+        for k in starts:
+            if k < len(named):
+                named[k] = None
+        names.update(named)
+    names.discard(None)
     return all_words, terms, names
 
 
@@ -470,7 +578,8 @@ def extract(title: str, text: str) -> Features:
         title_terms=tuple(title_terms),
         body_terms=tuple(body_terms),
         names=frozenset(title_names | body_names),
-        numbers=frozenset(t for t in shingles if _DIGIT.search(t) is not None),
+        # a letters-only term has no digit: str.isalpha (in C) leaves few terms to the regex
+        numbers=frozenset(t for t in filterfalse(str.isalpha, shingles) if _DIGIT.search(t) is not None),
         fingerprint=xxhash.xxh64_intdigest(full.encode("utf-8")),
         shingles=shingles,
     )
