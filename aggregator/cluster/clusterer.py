@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import operator
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -89,8 +90,10 @@ class _Story:
     specifics: Counter[str] = field(default_factory=Counter)  # names and numbers: how many members have each
     specific_members: int = 0  # members with at least one name or number
     members: set[int] = field(default_factory=set)  # ids of the members still held
-    sem: Any = None  # sum of the members' unit embeddings (numpy), None while no member has one
+    # sum of the members' unit embeddings (numpy: a view of its row), None while no member has one
+    sem: Any = None
     sem_n: int = 0  # members in ``sem``
+    row: int = 0  # its row of Clusterer._sem_rows (0, all zeros, while ``sem`` is None)
     tick: int = -1  # order of its latest article among all added (see Clusterer._recent)
 
 
@@ -131,11 +134,25 @@ def _ranked(counts: Counter[int]) -> Iterator[tuple[int, int]]:
     return ((-neg, sid) for neg, sid in sorted([(-n, sid) for sid, n in counts.items()]))
 
 
+_TRUE = np.ones(1, dtype=bool)
+
+
 def _ranked_labels(labels: np.ndarray) -> Iterator[tuple[int, int]]:
-    """:func:`_ranked` of the stories in ``labels`` (one per hit), counted in numpy."""
-    sids, counts = np.unique(labels, return_counts=True)
-    order = np.lexsort((sids, -counts))
-    return zip(counts[order].tolist(), sids[order].tolist(), strict=True)
+    """:func:`_ranked` of the stories in ``labels`` (one per hit), counted in numpy.
+
+    What ``np.unique(labels, return_counts=True)`` and a ``np.lexsort`` by (count, story)
+    give, without their Python layers (~20 us an article): the labels sorted, the runs
+    of equal labels counted, and a stable sort on the counts keeps the stories of equal
+    counts in ascending order."""
+    if not len(labels):
+        return iter(())
+    labels = np.sort(labels)
+    starts = np.concatenate((_TRUE, labels[1:] != labels[:-1])).nonzero()[0]
+    counts = np.empty(len(starts), dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=counts[:-1])
+    counts[-1] = len(labels) - starts[-1]
+    order = (-counts).argsort(kind="stable")
+    return zip(counts[order].tolist(), labels[starts[order]].tolist(), strict=True)
 
 
 def _gap(st: _Story, t: float | None) -> float:
@@ -144,7 +161,8 @@ def _gap(st: _Story, t: float | None) -> float:
 
 
 def _unit(vec: Vector) -> Vector:
-    n = math.sqrt(sum(v * v for v in vec.values()))
+    values = vec.values()
+    n = math.sqrt(sum(map(operator.mul, values, values)))
     if n <= 0.0:
         return {}
     return {k: v / n for k, v in vec.items()}
@@ -186,7 +204,12 @@ class Clusterer:
         # stories by their last join: {tick of the story's latest article: story id}, oldest first
         self._recent: OrderedDict[int, int] = OrderedDict()
         self._tick = 0  # articles added so far (orders the stories by their latest article)
-        self._zero = np.zeros(self._embedder.dim if self._embedder is not None else 1)  # a story without
+        # the stories' embedding sums, a row each (their ``sem`` are views of it): scoring gathers
+        # a few dozen rows by index in one numpy call. Row 0 stays zeros (a story without one);
+        # rows not handed out yet are untouched zero pages (np.zeros), not resident memory.
+        self._sem_rows = np.zeros((256, self._embedder.dim if self._embedder is not None else 1))
+        self._sem_next = 1  # rows handed out
+        self._sem_free: list[int] = []  # rows of stories gone
         self._sem_sum: Any = None  # sum of the embeddings of the articles held (their mean centres cosines)
         self._sem_count = 0
         self._mean_cache: tuple[int, Any] | None = None  # (state version, mean embedding)
@@ -278,19 +301,36 @@ class Clusterer:
         merge = self._bridged(prepared, top, scored)
         return Decision(top["story"], round(top["score"], 6), "similar", None, merge)
 
-    def _semantic(self, emb: Any, sids: list[int]) -> Any:
+    def _semantic(self, emb: Any, sts: list[_Story]) -> Any:
         """Embedding cosine of the article to each story's mean embedding (0 for a story without).
 
         With ``semantic_center`` both sides are taken relative to the mean embedding of the
         articles held: what every article in the stream shares (news register, the feed's
         common subject) is no evidence of one event, like a word in every document.
         """
-        stories = self._stories
-        zero = self._zero
-        # a fresh float64 matrix (the stories' sums are float64): centred in place
-        rows = np.array([zero if (v := stories[sid].sem) is None else v for sid in sids], dtype=np.float64)
-        counts = [stories[sid].sem_n for sid in sids]
-        return centred_cosines_owned(rows, counts, emb, self._sem_mean())
+        # a fresh float64 matrix (the rows gathered by index): centred in place
+        rows = self._sem_rows[[st.row for st in sts]]
+        return centred_cosines_owned(rows, [st.sem_n for st in sts], emb, self._sem_mean())
+
+    def _sem_row(self, st: _Story) -> Any:
+        """Give ``st`` a row of ``_sem_rows`` for its embedding sum; returns its ``sem`` (the
+        row's view, to be written whole). A full matrix doubles, and every story's view
+        is pointed at the new one."""
+        if self._sem_free:
+            row = self._sem_free.pop()
+        else:
+            row = self._sem_next
+            self._sem_next += 1
+            if row == len(self._sem_rows):
+                rows = np.zeros((2 * row, self._sem_rows.shape[1]))
+                rows[:row] = self._sem_rows
+                self._sem_rows = rows
+                for other in self._stories.values():
+                    if other.row:
+                        other.sem = rows[other.row]
+        st.row = row
+        st.sem = self._sem_rows[row]
+        return st.sem
 
     def _sem_mean(self) -> Any:
         """The mean embedding to centre on, or None (centring off / nothing held yet).
@@ -445,8 +485,7 @@ class Clusterer:
         f = prepared.features
         # IDF as of now, including this article
         self._n += 1
-        for term in prepared.raw:
-            self._df[term] += 1
+        self._df.update(prepared.raw.keys())  # each term once (counted in C)
         self._version += 1
         vec = self._doc_vector(prepared, committed=True)
         story = self._stories.get(story_id)
@@ -469,7 +508,7 @@ class Clusterer:
         emb = prepared.emb
         if emb is not None:
             if story.sem is None:
-                story.sem = emb.astype(np.float64)
+                self._sem_row(story)[:] = emb
             else:
                 story.sem += emb
             story.sem_n += 1
@@ -515,8 +554,12 @@ class Clusterer:
             target.specific_members += other.specific_members
             target.norm2 = _add_into(target.centroid, other.centroid, target.norm2)
             if other.sem is not None:
-                target.sem = other.sem.copy() if target.sem is None else target.sem + other.sem
+                if target.sem is None:
+                    self._sem_row(target)[:] = other.sem
+                else:
+                    target.sem += other.sem
                 target.sem_n += other.sem_n
+                self._sem_free.append(other.row)
             if other.tick > target.tick:
                 # the survivor takes the place of the more recently joined fragment (as if all
                 # of ``other``'s articles had been added to it: what a restore rebuilds)
@@ -583,12 +626,21 @@ class Clusterer:
         cands: list[tuple[int, int, float]] = []
         window = self._window
         stories = self._stories
+        limit = s.max_candidates
+        if not limit:
+            return cands
         for n, sid in ranked:
-            if len(cands) == s.max_candidates:
-                break
-            gap = _gap(stories[sid], t)
+            st = stories[sid]
+            gap = 0.0  # _gap, inline: max(0.0, st.first - t, t - st.last)
+            if t is not None:
+                if st.first - t > gap:
+                    gap = st.first - t
+                if t - st.last > gap:
+                    gap = t - st.last
             if gap <= window:
                 cands.append((n, sid, gap))
+                if len(cands) == limit:
+                    break
         return cands
 
     def _recent_candidates(
@@ -604,62 +656,85 @@ class Clusterer:
             return out
         t = prepared.time if prepared.time is not None else self._clock
         have = {sid for _, sid, _ in cands}
-        recent = [
-            sid
-            for sid in itertools.islice(reversed(self._recent.values()), s.semantic_recent)
-            if sid not in have and self._stories[sid].sem is not None
-        ]
+        latest = map(
+            self._stories.__getitem__, itertools.islice(reversed(self._recent.values()), s.semantic_recent)
+        )
+        recent = [st for st in latest if st.row and st.id not in have]  # row 0: no embedding
         if recent:
             sims = self._semantic(emb, recent)
             k = min(s.semantic_top, len(recent))
             for j in np.argsort(-sims, kind="stable")[:k]:
-                sid = recent[int(j)]
-                gap = _gap(self._stories[sid], t)
+                st = recent[int(j)]
+                gap = _gap(st, t)
                 if gap <= self._window:
-                    out.append((0, sid, gap))
+                    out.append((0, st.id, gap))
         return out
 
     def _lexical(self, prepared: Prepared, cands: list[tuple[int, int, float]]) -> list[dict[str, Any]]:
         """The candidates scored on words: :meth:`score_candidates` before the embeddings
-        (``sem`` 0, the threshold not raised by the semantic floor)."""
+        (``sem`` 0, the threshold not raised by the semantic floor).
+
+        This runs for up to ``max_candidates`` stories an article, so everything that does
+        not depend on the story is worked out once, before the loop, and the ``min``/``max``
+        of the formulas are spelled out as comparisons that pick the same operand (no
+        builtin call); the arithmetic is the same, in the same order, so the scores and
+        thresholds are bit for bit those of the plain formulas. The same-time bonus is
+        skipped when it is 0: its factor is then exactly 1 (``1 - 0 * exp(..)``)."""
         if not cands:
             return []
         s = self.settings
         stories = self._stories
         vec = self._doc_vector(prepared)
-        vnorm = 1.0
         f = prepared.features
         length = f.length
         base = min(s.join_cap, max(s.join_floor, s.join_scale * math.sqrt(length)))
         pt = prepared.time
         spec = f.names | f.numbers
+        bonus = s.same_time_bonus
+        same_time = s.same_time_hours * 3600.0
+        penalty = s.time_penalty
+        window = self._window
+        # the names/numbers test only matters when it moves the threshold (off by default)
+        conflicts = s.conflict_factor != 1.0
+        min_shared = min(s.min_shared, len(vec))
+        never = 1.0 + 1e-9  # a threshold no cosine reaches
+        sqrt = math.sqrt
+        exp = math.exp
         out = []
-        items = tuple(vec.items())
+        terms = tuple(vec)
         for n, sid, gap in cands:
             st = stories[sid]
-            get = st.centroid.get
+            centroid = st.centroid
+            # the terms the story shares, in the article's order (found in C: most are not
+            # shared), then the same products summed in the same order as over every term
+            common = list(filter(centroid.__contains__, terms))
             dot = 0.0
-            shared = 0
-            for term, w in items:
-                x = get(term)
-                if x is not None:
-                    dot += w * x
-                    shared += 1
-            c = dot / (vnorm * math.sqrt(st.norm2)) if st.norm2 > 0 else 0.0
+            for term in common:
+                dot += vec[term] * centroid[term]
+            shared = len(common)
+            norm2 = st.norm2
+            c = dot / sqrt(norm2) if norm2 > 0 else 0.0  # the article's vector is a unit vector
             threshold = base
-            if pt is not None and st.dated is not None:
-                dgap = max(0.0, st.dated[0] - pt, pt - st.dated[1])
-                threshold *= 1.0 - s.same_time_bonus * math.exp(-dgap / (s.same_time_hours * 3600.0))
-                threshold *= 1.0 + s.time_penalty * dgap / self._window
-            # the names/numbers test only matters when it moves the threshold (off by default)
-            conflict = s.conflict_factor != 1.0 and self._conflict(spec, st)
+            dated = st.dated
+            if pt is not None and dated is not None:
+                dgap = 0.0  # max(0.0, dated[0] - pt, pt - dated[1])
+                if dated[0] - pt > dgap:
+                    dgap = dated[0] - pt
+                if pt - dated[1] > dgap:
+                    dgap = pt - dated[1]
+                if bonus:
+                    threshold *= 1.0 - bonus * exp(-dgap / same_time)
+                threshold *= 1.0 + penalty * dgap / window
+            conflict = conflicts and self._conflict(spec, st)
             if conflict:
                 threshold *= s.conflict_factor
-            if shared < min(s.min_shared, len(vec)):
-                threshold = max(threshold, 1.0 + 1e-9)  # one shared word is not evidence of one event
-            if n == 0:
-                threshold = max(threshold, 1.0 + 1e-9)  # proposed by its embedding only: semantic rule alone
-            score = c
+            if (shared < min_shared or n == 0) and never > threshold:  # max(threshold, never)
+                # one shared word is not evidence of one event; a story proposed by its
+                # embedding only is for the semantic rule alone
+                threshold = never
+            score = c if c > 0.0 else 0.0  # min(1.0, max(0.0, c))
+            if score >= 1.0:
+                score = 1.0
             out.append(
                 {
                     "story": sid,
@@ -670,7 +745,7 @@ class Clusterer:
                     "shared": shared,
                     "conflict": conflict,
                     "length": length,
-                    "score": min(1.0, max(0.0, score)),
+                    "score": score,
                     "threshold": threshold,
                     "sem": 0.0,
                 }
@@ -696,7 +771,9 @@ class Clusterer:
             else [i for i, c in enumerate(out) if c["score"] >= s.merge_ratio * c["threshold"]]
         )
         if need:
-            for i, x in zip(need, self._semantic(emb, [out[i]["story"] for i in need]), strict=True):
+            stories = self._stories
+            sims = self._semantic(emb, [stories[out[i]["story"]] for i in need])
+            for i, x in zip(need, sims, strict=True):
                 c = out[i] = {**out[i], "sem": float(x)}
                 if x < s.semantic_floor:
                     # shared words, but it is about something else
@@ -768,11 +845,12 @@ class Clusterer:
 
     def _weigh(self, raw: Vector, extra: int = 0) -> Vector:
         n = self._n + extra + self.settings.idf_prior_docs
-        df = self._df
+        get = self._df.get
+        log = math.log
         out = {}
         for term, w in raw.items():
-            d = df.get(term, 0) + extra
-            out[term] = w * math.log(1.0 + (n - d + 0.5) / (d + 0.5))
+            d = get(term, 0) + extra
+            out[term] = w * log(1.0 + (n - d + 0.5) / (d + 0.5))
         return _unit(out)
 
     def _prune(self) -> None:
@@ -792,13 +870,17 @@ class Clusterer:
             self._version += 2
             if a.emb is not None:
                 self._sem_count -= 1
-                self._sem_sum = self._sem_sum - a.emb if self._sem_count else None
-            for term in a.vec:
-                k = self._df[term] - 1
-                if k:
-                    self._df[term] = k
+                if self._sem_count:
+                    self._sem_sum -= a.emb  # in place: the sum is no one else's (the mean is a new array)
                 else:
-                    del self._df[term]
+                    self._sem_sum = None
+            df = self._df
+            for term in a.vec:
+                k = df[term] - 1
+                if k:
+                    df[term] = k
+                else:
+                    del df[term]
             st = self._stories.get(a.story)
             if st is not None:
                 st.members.discard(aid)
@@ -806,6 +888,8 @@ class Clusterer:
                 # every member is older than the window: the story can no longer be joined
                 del self._stories[a.story]
                 self._recent.pop(st.tick, None)
+                if st.row:
+                    self._sem_free.append(st.row)
 
     def snapshot(self) -> dict[str, Any]:
         """A comparable picture of the whole state (tests check restore equivalence with it)."""

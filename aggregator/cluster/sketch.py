@@ -92,6 +92,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import operator
 import pickle
 import struct
 import sys
@@ -289,6 +291,7 @@ _WINDOW = np.arange(4)
 _PAD = _STEP + len(_WINDOW)
 _PAD_KEYS = np.full(_PAD, np.iinfo(np.uint64).max, dtype=np.uint64)
 _NONE = np.zeros(0, dtype=np.int64)
+_U4, _U8 = np.dtype("<u4"), np.dtype("<u8")
 _TRUE = np.ones(1, dtype=bool)
 
 
@@ -352,6 +355,9 @@ class _BandIndex:
     def _one(self, hashvalues: np.ndarray) -> np.ndarray:
         if len(hashvalues) != self._num_perm:
             raise ValueError(f"Expecting minhash with length {self._num_perm}, got {len(hashvalues)}")
+        if self._pack2 and hashvalues.dtype == _U4 and hashvalues.flags.c_contiguous:
+            # band_keys' packing without its 2-D reshaping: the values' own bytes, as uint64
+            return hashvalues[: self._nvals].view(_U8)
         return self.band_keys(hashvalues.reshape(1, -1))[0]
 
     # ------------------------------------------------------------------ slots
@@ -455,7 +461,7 @@ class _BandIndex:
         b = self.b
         parts = []
         if self._runs:
-            order = np.argsort(q)
+            order = q.argsort()
             sq = q[order]  # sorted probes: the searches walk each run in order
             for run in self._runs:
                 at, counts = run.find(sq)
@@ -516,15 +522,19 @@ class _BandIndex:
     # ------------------------------------------------------------------ runs
 
     def _index(self, slot: int, keys: np.ndarray) -> None:
+        """Add the article in ``slot`` to the per-band dicts. Every band's ``setdefault`` runs
+        in C; only the bands whose key was already there (``setdefault`` returns what it
+        holds, not ``slot``: a new slot is in no dict) are handled one by one."""
         self._recent_n += 1
-        for recent, k in zip(self._recent, keys.tolist(), strict=True):
-            slots = recent.get(k)
-            if slots is None:
-                recent[k] = slot
-            elif type(slots) is list:
+        recent = self._recent
+        ks = keys.tolist()
+        held = list(map(dict.setdefault, recent, ks, itertools.repeat(slot)))
+        for i in itertools.compress(range(len(held)), map(operator.is_not, held, itertools.repeat(slot))):
+            slots = held[i]
+            if type(slots) is list:
                 slots.append(slot)
             else:
-                recent[k] = [slots, slot]
+                recent[i][ks[i]] = [slots, slot]
 
     def _flush(self) -> None:
         if not self._new_slots:
