@@ -423,3 +423,199 @@ def test_saved_articles_are_searchable_and_the_index_survives_updates_and_purges
     store.purge_before(NOW + timedelta(days=1), now=NOW, tombstone_days=30)
     assert found("volcano") == {ids["3"]}
     check_index()
+
+
+# ------------------------------------------------------------------ fast paths of the ingest hot loop
+
+
+def test_tombstoned_keys_are_skipped_per_feed_among_several_feeds(store: Storage) -> None:
+    """The per-feed probe (``_HAS_TOMBSTONES``) must find a feed's tombstones and only its own."""
+    from sqlalchemy import insert
+
+    from aggregator.storage.operations import tombstones
+
+    a = store.add_feed("https://a.example/feed", now=NOW)
+    b = store.add_feed("https://b.example/feed", now=NOW)
+    c = store.add_feed("https://c.example/feed", now=NOW)
+    with store.engine.begin() as conn:
+        conn.execute(insert(tombstones), [
+            {"feed_id": a.id, "key": "gone", "removed_at": NOW},
+            {"feed_id": a.id, "key": "also-gone", "removed_at": NOW},
+            {"feed_id": c.id, "key": "other", "removed_at": NOW},
+        ])
+    entries = [entry("gone", "Gone"), entry("kept", "Kept"), entry("also-gone", "Also gone"), entry("other", "Other")]
+    counts = store.save_entries(a.id, entries, source="A", fetched_at=NOW)
+    assert (counts.new, counts.updated, counts.unchanged) == (2, 0, 2)
+    counts = store.save_entries(b.id, entries, source="B", fetched_at=NOW)  # no tombstone: all new
+    assert (counts.new, counts.updated, counts.unchanged) == (4, 0, 0)
+    counts = store.save_entries(c.id, entries, source="C", fetched_at=NOW)
+    assert (counts.new, counts.updated, counts.unchanged) == (3, 0, 1)
+    stored = {(x.feed_id, x.key) for x in store.pending_articles(100)}
+    assert stored == {(a.id, "kept"), (a.id, "other")} | {(b.id, e.key) for e in entries} | {
+        (c.id, "gone"), (c.id, "kept"), (c.id, "also-gone")
+    }
+    with store.batch():
+        assert store.tombstoned_keys(store._local.conn, a.id, ["gone", "kept", "other"]) == {"gone"}
+        assert store.tombstoned_keys(store._local.conn, b.id, ["gone", "kept"]) == set()
+        assert store.tombstoned_keys(store._local.conn, a.id, []) == set()
+
+
+def test_feed_state_updates_only_the_columns_given(store: Storage) -> None:
+    """save_feed_state's cached statements: title, site_url and url only when set, url only when free."""
+    a = store.add_feed("https://a.example/feed", now=NOW, title="Mine")
+    b = store.add_feed("https://b.example/feed", now=NOW)
+    base = FeedState(etag='"1"', last_modified=None, last_fetched_at=NOW, last_success_at=NOW,
+                     next_check_at=NOW + timedelta(hours=1), error_count=0, last_error=None)
+    store.save_feed_state(a.id, base)
+    got = store.get_feed(a.id)
+    assert got is not None and (got.title, got.site_url, got.url, got.etag) == ("Mine", None, a.url, '"1"')
+    moved = FeedState(etag=None, last_modified="x", last_fetched_at=NOW, last_success_at=NOW,
+                      next_check_at=NOW, error_count=2, last_error="boom", title="New title",
+                      site_url="https://a.example/", url="https://a2.example/feed")
+    store.save_feed_state(a.id, moved)
+    got = store.get_feed(a.id)
+    assert got is not None
+    assert (got.title, got.site_url, got.url, got.etag, got.last_modified, got.error_count, got.last_error) == (
+        "New title", "https://a.example/", "https://a2.example/feed", None, "x", 2, "boom"
+    )
+    store.save_feed_state(b.id, FeedState(etag=None, last_modified=None, last_fetched_at=NOW, last_success_at=None,
+                                          next_check_at=NOW, error_count=1, last_error="e",
+                                          url="https://a2.example/feed"))  # taken by a: not moved
+    got_b = store.get_feed(b.id)
+    assert got_b is not None and got_b.url == b.url and got_b.error_count == 1
+
+
+def test_record_assignments_writes_copies_and_clears_a_previous_copy_of(store: Storage) -> None:
+    """Rows with and without copy_of (written by separate statements on SQLite), an
+    article re-assigned with copy_of None after a copy (cleared), and an article twice in
+    one call (the last assignment wins, as with one statement)."""
+    from aggregator.storage.facade import Assignment
+
+    feed = store.add_feed("https://a.example/feed", now=NOW)
+    store.save_entries(feed.id, [entry(str(i), f"Title {i}", minutes=i) for i in range(6)], source="A", fetched_at=NOW)
+    arts = store.pending_articles(10)
+    sig = StoredSignature("affine32:1:4", b"\x01" * 16)
+    with store.deferred_story_refresh():
+        new = store.new_stories()
+        s1 = new.reserve(arts[0], now=NOW)
+        s2 = new.reserve(arts[3], now=NOW)
+        new.flush()
+        store.record_assignments([
+            Assignment(arts[0].id, s1, 0.0, "new", None, sig),
+            Assignment(arts[1].id, s1, 1.0, "copy", arts[0].id, sig),
+            Assignment(arts[2].id, s1, 0.7, "similar", None, None),
+            Assignment(arts[3].id, s2, 0.0, "new", None, sig),
+            Assignment(arts[4].id, s2, 1.0, "same_url", arts[3].id, sig),
+        ], now=NOW)
+    by_id = {a.id: a for a in store.get_story(s1).articles + store.get_story(s2).articles}  # type: ignore[union-attr]
+    assert [(by_id[a.id].story_id, by_id[a.id].copy_of, by_id[a.id].signal) for a in arts[:5]] == [
+        (s1, None, "new"), (s1, arts[0].id, "copy"), (s1, None, "similar"), (s2, None, "new"), (s2, arts[3].id, "same_url")
+    ]
+    # Re-assigned without copy_of: the earlier copy_of is cleared; arts[5] twice, the last wins.
+    store.record_assignments([
+        Assignment(arts[1].id, s2, 0.4, "similar", None, sig),
+        Assignment(arts[4].id, s1, 1.0, "copy", arts[0].id, None),
+    ], now=NOW)
+    store.record_assignments([
+        Assignment(arts[5].id, s1, 1.0, "copy", arts[0].id, None),
+        Assignment(arts[5].id, s2, 0.3, "similar", None, None),
+    ], now=NOW)
+    got = {a.id: a for s in (s1, s2) for a in store.get_story(s).articles}  # type: ignore[union-attr]
+    assert (got[arts[1].id].story_id, got[arts[1].id].copy_of, got[arts[1].id].score) == (s2, None, 0.4)
+    assert (got[arts[4].id].story_id, got[arts[4].id].copy_of) == (s1, arts[0].id)
+    assert (got[arts[5].id].story_id, got[arts[5].id].copy_of, got[arts[5].id].signal) == (s2, None, "similar")
+    seqs = [a.id for a, _ in store.clustered_articles()]
+    assert seqs[-2:] == [arts[4].id, arts[5].id] and len(seqs) == 6
+    assert store.cluster_state().seq == 9
+    story1, story2 = store.get_story(s1), store.get_story(s2)
+    assert story1 is not None and story2 is not None
+    assert (story1.story.article_count, story2.story.article_count) == (3, 3)
+
+
+def test_sqlite_datetime_processors_match_sqlalchemys(tmp_path: Path) -> None:
+    """UTCDateTime's fused SQLite processors give exactly the strings and values of the
+    two-step path (the decorator, then SQLite's DATETIME)."""
+    import random
+    from datetime import datetime, timezone
+
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.types import TypeDecorator
+
+    from aggregator.storage.tables import UTCDateTime
+
+    dialect = sqlite.dialect()
+    column_type = UTCDateTime()
+    impl = column_type.dialect_impl(dialect)
+    two_step_bind = TypeDecorator.bind_processor(impl, dialect)
+    two_step_result = TypeDecorator.result_processor(impl, dialect, None)
+    bind = column_type._cached_bind_processor(dialect)
+    result = column_type._cached_result_processor(dialect, None)
+    assert bind is not None and result is not None and bind is not two_step_bind
+    rng = random.Random(7)
+    for _ in range(3000):
+        zone = rng.choice([timezone.utc, timezone(timedelta(0)), timezone(timedelta(minutes=rng.randint(-720, 720)))])
+        value = datetime(rng.randint(1, 9998), rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23),
+                         rng.randint(0, 59), rng.randint(0, 59), rng.choice([0, rng.randint(0, 999_999)]), tzinfo=zone)
+        stored = two_step_bind(value)
+        assert bind(value) == stored
+        assert result(stored) == two_step_result(stored) and result(stored).tzinfo is timezone.utc
+    for text_value in (None, "2026-11-20 12:00:00", "2026-11-20 12:00:00.000001", "2026-11-20"):
+        assert result(text_value) == two_step_result(text_value)
+    assert bind(None) is None
+    with pytest.raises(ValueError, match="naive datetime"):
+        bind(datetime(2026, 1, 1))
+
+
+def test_bulk_writes_match_core_executemany(tmp_path: Path) -> None:
+    """``_Bulk`` (SQLite: compiled once, driver-level executemany) writes exactly the rows
+    ``conn.execute`` writes, values fixed in the statement and bind processors included,
+    and leaves statements with column defaults to fill in to Core."""
+    from datetime import timezone
+
+    from sqlalchemy import insert, text
+
+    from aggregator.storage.facade import _ASSIGN_BULK, _Bulk, articles, stories
+
+    def run(use_bulk: bool) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        storage = Storage(f"sqlite:///{tmp_path / f'bulk-{use_bulk}.db'}")
+        storage.upgrade()
+        feed = storage.add_feed("https://a.example/feed", now=NOW)
+        later = NOW.astimezone(timezone(timedelta(hours=-5))) + timedelta(microseconds=7)
+        story_rows = [
+            {"id": 7, "headline": "H", "created_at": NOW, "updated_at": later, "first_published": later,
+             "last_published": NOW, "article_count": 0, "source_count": 0},
+            {"id": 9, "headline": "I", "created_at": later, "updated_at": NOW, "first_published": NOW,
+             "last_published": later, "article_count": 2, "source_count": 1},
+        ]
+        # No summary, content_html, text, dated or clustered: column defaults, so Core's path.
+        article_rows = [
+            {"feed_id": feed.id, "key": f"k{i}", "url": None, "title": f"T{i}", "author": None, "source": "S",
+             "published": NOW, "updated": later, "fetched_at": NOW, "content_hash": "h"}
+            for i in range(3)
+        ]
+        assign_rows = [
+            {"b_id": i, "b_seq": 10 + i, "b_story": 7 if i % 2 else 9, "b_score": i / 3, "b_signal": "s",
+             "b_copy": None if i == 1 else 1}
+            for i in (1, 2, 3)
+        ]
+        with storage.engine.connect() as conn:
+            conn.info["write"] = True
+            with conn.begin():
+                if use_bulk:
+                    _Bulk(insert(stories))(conn, story_rows)
+                    bulk_articles = _Bulk(insert(articles))
+                    bulk_articles(conn, article_rows)
+                    assert bulk_articles._plans[conn.dialect][tuple(article_rows[0])] is None
+                    _ASSIGN_BULK(conn, assign_rows)
+                else:
+                    conn.execute(insert(stories), story_rows)
+                    conn.execute(insert(articles), article_rows)
+                    conn.execute(_ASSIGN_BULK.statement, assign_rows)
+            raw_stories = conn.execute(text("SELECT * FROM stories ORDER BY id")).all()
+            raw_articles = conn.execute(text("SELECT * FROM articles ORDER BY id")).all()
+        storage.close()
+        return [tuple(r) for r in raw_stories], [tuple(r) for r in raw_articles]
+
+    core, bulk = run(False), run(True)
+    assert bulk == core
+    assert core[1][0][13:16] == (1, "h", 1)  # dated, content_hash, clustered (set by the assignment)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -53,6 +54,56 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=timezone.utc)
+
+    # On SQLite the two steps (this decorator's conversion, then the SQLite DATETIME
+    # type's string formatting or parsing) are fused into one function each: the same
+    # strings in the database, the same values out, at about a third of the cost per
+    # value (a clustering pass binds and reads several datetimes per article).
+
+    def bind_processor(self, dialect: Any) -> Any:
+        if not _plain_sqlite_datetime(self.impl_instance):
+            return super().bind_processor(dialect)
+        generic = super().bind_processor(dialect)
+        utc = timezone.utc
+
+        def process(value: Any) -> Any:
+            if type(value) is not datetime or value.tzinfo is None:
+                return generic(value)  # None, naive (refused), subclasses: the two steps
+            if value.tzinfo is not utc:
+                value = value.astimezone(utc)
+            # SQLite DATETIME's storage format, "%04d-%02d-%02d %02d:%02d:%02d.%06d".
+            return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        if not _plain_sqlite_datetime(self.impl_instance):
+            return super().result_processor(dialect, coltype)
+        fromisoformat = datetime.fromisoformat
+        utc = timezone.utc
+
+        def process(value: Any) -> Any:
+            # What SQLite DATETIME's processor (datetime.fromisoformat) then process_result_value do.
+            if value is None:
+                return None
+            return fromisoformat(value).replace(tzinfo=utc)
+
+        return process
+
+
+def _plain_sqlite_datetime(impl: Any) -> bool:
+    """Whether ``impl`` (the dialect's implementation of ``UTCDateTime``) is SQLite's
+    DATETIME with its default string format, which the fused processors reproduce
+    (read from attributes that are not public API: if a SQLAlchemy release renames
+    them, the two steps run as before)."""
+    try:
+        return (
+            type(impl) is SQLITE_DATETIME
+            and impl._storage_format == SQLITE_DATETIME._storage_format
+            and impl._reg is None
+        )
+    except AttributeError:
+        return False
 
 
 def aware_utc(value: datetime | str | None) -> datetime | None:
