@@ -101,12 +101,23 @@ def _log_format(value: Any) -> str:
 
 
 def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
-    result = int(value)
-    if result < 0:
-        raise ValueError(f"must not be negative: {value!r}")
-    return result
+    return int(_non_negative(int)(value))
+
+
+def _non_negative_float(value: Any) -> float:
+    return float(_non_negative(float)(value))
+
+
+def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"not a number: {value!r}")
+        result = kind(value)
+        if not result >= 0 or result == float("inf"):  # also NaN
+            raise ValueError(f"must not be negative: {value!r}")
+        return result
+
+    return parse
 
 
 def _scheme(value: Any) -> str:
@@ -184,6 +195,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("render_cache_mb", 64, _non_negative_int,
            "Memory (MB) each web process may use to keep rendered feeds and river pages, reused as long as "
            "their validator (`ETag`) is unchanged; the least recently used go first. 0 turns the cache off."),
+    Option("river_cache_seconds", 1.0, _non_negative_float,
+           "Seconds each web process reuses its answer to a request for the river (`/`, `/feed.atom`, "
+           "`/feed.rss`) from a reader without a session, without asking the database (a micro-cache: "
+           "the river then shows a change at most this late). 0 turns it off."),
     Option("log_level", "INFO", _level, "Logging level (DEBUG, INFO, WARNING, ERROR)."),
     Option("log_format", "kv", _log_format, "Log line format: `kv` (key=value) or `json` (one object per line)."),
     Option("retention_days", 90, _non_negative_int,
@@ -242,6 +257,7 @@ class Settings:
     feed_max_age: int = 300
     page_size: int = 50
     render_cache_mb: int = 64
+    river_cache_seconds: float = 1.0
     log_level: str = "INFO"
     log_format: str = "kv"
     retention_days: int = 90

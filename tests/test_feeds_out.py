@@ -125,7 +125,9 @@ def populate(storage: Storage) -> tuple[dict[str, int], int, int, int, int]:
 
 @pytest.fixture
 def world(settings: Settings, storage: Storage) -> Iterator[World]:
-    settings = settings.replace(base_url=BASE, feed_max_entries=10)
+    settings = settings.replace(base_url=BASE, river_cache_seconds=0, feed_max_entries=10)
+    # (river_cache_seconds=0: these tests see what Flask validates at once; the river's
+    # micro-cache in front of it is tested in tests/test_river_cache.py)
     feeds, storm, election, harbour, ferry = populate(storage)
     client = create_app(settings, storage).test_client()
     yield World(storage, settings, client, feeds, storm, election, harbour, ferry)

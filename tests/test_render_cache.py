@@ -28,7 +28,10 @@ from tests.test_feeds_out import BASE, RenderCounter, World, at, entry, populate
 
 @pytest.fixture
 def world(settings: Settings, storage: Storage) -> Iterator[World]:
-    settings = settings.replace(base_url=BASE, feed_max_entries=2)  # the storm has 3 articles: 2 pages
+    # the storm has 3 articles: 2 pages
+    settings = settings.replace(base_url=BASE, river_cache_seconds=0, feed_max_entries=2)
+    # (river_cache_seconds=0: these tests see what Flask validates at once; the river's
+    # micro-cache in front of it is tested in tests/test_river_cache.py)
     feeds, storm, election, harbour, ferry = populate(storage)
     client = create_app(settings, storage).test_client()
     yield World(storage, settings, client, feeds, storm, election, harbour, ferry)

@@ -1,4 +1,5 @@
-"""The hot path of the web service, answered before Flask: story feeds.
+"""The hot path of the web service, answered before Flask: story feeds, and the
+river for readers without a session.
 
 Polling feed readers are most of the traffic, and most of their requests are
 either conditional (answered ``304 Not Modified``) or for a feed whose current
@@ -21,17 +22,28 @@ The validators, the headers and the bodies are those of :mod:`aggregator.web.ato
 (the same functions make them; ``tests/test_render_cache.py`` compares both paths
 header by header), and requests are counted in the same metrics, under the same
 route labels.
+
+The river (``/``, ``/feed.atom``, ``/feed.rss``, any query) changes whenever any
+story does, so its validator is two queries over the listed stories rather than
+one key lookup (~1 CPU ms a request with Flask's own work). For readers without a
+session cookie its answers are also kept for ``river_cache_seconds`` (default 1;
+0: off) by :class:`RiverCache`, as a front proxy's micro-cache would: within that
+time the same request gets the same answer (a ``200`` replayed, or ``304`` when
+its ``If-None-Match`` names the kept ``ETag``) without a query; after it, Flask
+validates again. A reader so sees a change to the river at most that late.
+Only ``200`` and ``304`` answers that set no cookie are kept.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from werkzeug.http import http_date, is_resource_modified
+from werkzeug.http import http_date, is_resource_modified, remove_entity_headers
 
 from aggregator import metrics, publish
 from aggregator.storage import StorageError
@@ -40,6 +52,8 @@ from aggregator.storage.facade import story_version
 _STORY_FEED = re.compile(r"/stories/([1-9][0-9]{0,8})/feed\.(atom|rss)\Z")
 _PAGE_QUERY = re.compile(r"page=([1-9][0-9]{0,5})\Z")
 _ROUTES = {"atom": "/stories/<int:story_id>/feed.atom", "rss": "/stories/<int:story_id>/feed.rss"}
+_RIVER_PATHS = frozenset({"/", "/feed.atom", "/feed.rss"})  # also the routes' labels
+_SESSION_COOKIE = "aggregator_session="  # html.py's SESSION_COOKIE_NAME
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -56,11 +70,13 @@ class FeedFastPath:
         self.context: WebContext = app.extensions["aggregator"]
         self.security = list(SECURITY_HEADERS.items())
         self._metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.river = RiverCache(self.context.settings.river_cache_seconds)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
         if method == "GET" or method == "HEAD":
-            match = _STORY_FEED.match(environ.get("PATH_INFO", ""))
+            path = environ.get("PATH_INFO", "")
+            match = _STORY_FEED.match(path)
             if match is not None:
                 started = time.perf_counter()
                 try:
@@ -70,16 +86,53 @@ class FeedFastPath:
                 if answer is not None:
                     status, headers, body = answer
                     start_response(status, headers)
-                    self._count(match.group(2), method, status[:3], time.perf_counter() - started)
+                    self._count(_ROUTES[match.group(2)], method, status[:3], time.perf_counter() - started)
                     return [body] if method == "GET" else []
+            elif path in _RIVER_PATHS and self.river.enabled:
+                return self._river(environ, start_response, path, method)
         return self.wsgi_app(environ, start_response)
 
-    def _count(self, fmt: str, method: str, status: str, seconds: float) -> None:
+    def _river(
+        self, environ: dict[str, Any], start_response: StartResponse, path: str, method: str
+    ) -> Iterable[bytes]:
+        """The river from :class:`RiverCache`, or from Flask (and kept when it may be)."""
+        if _SESSION_COOKIE in environ.get("HTTP_COOKIE", ""):
+            return self.wsgi_app(environ, start_response)  # an operator's page, flashed messages
+        started = time.perf_counter()
+        key = RiverCache.key(environ)
+        if key is None or ("HTTP_IF_MODIFIED_SINCE" in environ and "HTTP_IF_NONE_MATCH" not in environ):
+            # (a date alone is Flask's to compare: the kept answer is looked up by ETag)
+            return self.wsgi_app(environ, start_response)
+        kept = self.river.get(key)
+        if kept is not None:
+            answer = kept.answer(environ)
+            if answer is not None:
+                status, headers, body = answer
+                start_response(status, headers)
+                self._count(path, method, status[:3], time.perf_counter() - started)
+                return [body] if method == "GET" else []
+        seen: list[Any] = []
+
+        def keep_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen[:] = [status, headers]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        chunks = self.wsgi_app(environ, keep_status)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if seen:
+            self.river.put(key, seen[0], seen[1], body if method == "GET" else None)
+        return [body]
+
+    def _count(self, route: str, method: str, status: str, seconds: float) -> None:
         """The metrics ``ops`` keeps for every request, with their labelled children kept."""
-        key = (fmt, method, status)
+        key = (route, method, status)
         children = self._metrics.get(key)
         if children is None:
-            route = _ROUTES[fmt]
             children = (
                 metrics.HTTP_REQUESTS.labels(route=route, method=method, status=status),
                 metrics.HTTP_SECONDS.labels(route=route),
@@ -133,7 +186,7 @@ class FeedFastPath:
         return status, headers, body
 
 
-def _modified(environ: dict[str, Any], etag: str, last_modified: datetime) -> bool:
+def _modified(environ: dict[str, Any], etag: str, last_modified: datetime | None) -> bool:
     """``werkzeug.http.is_resource_modified`` for a strong ``etag``, with the common
     case (one or a few tags in ``If-None-Match``) parsed without its machinery."""
     given = environ.get("HTTP_IF_NONE_MATCH")
@@ -147,3 +200,101 @@ def _modified(environ: dict[str, Any], etag: str, last_modified: datetime) -> bo
         if tag == quoted:
             return False
     return True
+
+
+class _Kept:
+    """One river answer kept by :class:`RiverCache`: its ``ETag``, and its ``200``
+    (headers and body) when one was seen, else only its ``304`` headers."""
+
+    __slots__ = ("expires", "etag", "ok", "not_modified")
+
+    def __init__(self, expires: float, etag: str) -> None:
+        self.expires = expires
+        self.etag = etag
+        self.ok: tuple[list[tuple[str, str]], bytes] | None = None
+        self.not_modified: list[tuple[str, str]] | None = None
+
+    def answer(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """The kept answer to this request, or None (Flask answers it)."""
+        if self.not_modified is not None and not _modified(environ, self.etag, None):
+            return "304 NOT MODIFIED", self.not_modified, b""
+        if self.ok is not None:
+            if not _modified(environ, self.etag, None):  # only a 200 was seen: its headers, as
+                headers = list(self.ok[0])  # werkzeug trims them for a 304
+                remove_entity_headers(headers)
+                return "304 NOT MODIFIED", headers, b""
+            return "200 OK", self.ok[0], self.ok[1]
+        return None
+
+
+class RiverCache:
+    """The river's answers to readers without a session, kept ``seconds`` (per process).
+
+    Keyed by everything Flask builds the answer from (method, scheme, host, script
+    root, path, query); at most ``MAX_ENTRIES`` keys (expired ones go first, then
+    the oldest), so odd query strings cannot fill memory.
+    """
+
+    MAX_ENTRIES = 256
+    MAX_QUERY = 512
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(0.0, float(seconds))
+        self._items: dict[tuple[str, ...], _Kept] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds > 0
+
+    @classmethod
+    def key(cls, environ: dict[str, Any]) -> tuple[str, ...] | None:
+        query = environ.get("QUERY_STRING", "")
+        if len(query) > cls.MAX_QUERY:
+            return None
+        return (
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("wsgi.url_scheme", ""),
+            environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}",
+            environ.get("SCRIPT_NAME", ""),
+            environ.get("PATH_INFO", ""),
+            query,
+        )
+
+    def get(self, key: tuple[str, ...]) -> _Kept | None:
+        kept = self._items.get(key)
+        if kept is None or kept.expires <= time.monotonic():
+            return None
+        return kept
+
+    def put(self, key: tuple[str, ...], status: str, headers: list[tuple[str, str]], body: bytes | None) -> None:
+        """Keep a ``200`` (with its ``body``; None for HEAD) or a ``304`` Flask gave."""
+        code = status[:3]
+        if code not in ("200", "304"):
+            return
+        etag = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "set-cookie":
+                return  # the answer starts a session: it is that reader's
+            if lower == "etag" and value.startswith('"') and value.endswith('"') and len(value) > 2:
+                etag = value[1:-1]
+        if etag is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            kept = self._items.get(key)
+            if kept is None or kept.expires <= now or kept.etag != etag:
+                if len(self._items) >= self.MAX_ENTRIES:
+                    self._evict(now)
+                kept = self._items[key] = _Kept(now + self.seconds, etag)
+            if code == "304":
+                kept.not_modified = list(headers)
+            elif body is not None:
+                kept.ok = (list(headers), body)
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, v in self._items.items() if v.expires <= now]:
+            del self._items[key]
+        while len(self._items) >= self.MAX_ENTRIES:
+            del self._items[next(iter(self._items))]
