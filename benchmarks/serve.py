@@ -16,13 +16,15 @@ has a full 50-entry page, and ``--background`` synthetic headline articles), the
   ~15 s to load),
 
 and drives them with ``wrk`` (``apt-get install wrk``) at ``--connections`` connections
-for ``--duration`` seconds per case. First with the render cache off
-(``render_cache_mb = 0``: every request renders, the cost of a new validator):
+for ``--duration`` seconds per case. First with the render cache and the river's
+micro-cache off (``render_cache_mb = 0``, ``river_cache_seconds = 0``: every request
+renders, the cost of a new validator):
 
 * ``story feed 200 miss``: ``/stories/<id>/feed.atom`` of the 60-article story;
 * ``river page miss``: ``/`` (HTML, 50 stories);
 
-then, restarted with the render cache on (``--cache-mb``, the production setup):
+then, restarted with both on (``--cache-mb``, ``--river-cache-seconds``: the production
+setup):
 
 * ``story feed 200``: the story feed without a validator: full 200s, the body from the
   render cache (target >= 1,500 requests/s);
@@ -31,6 +33,9 @@ then, restarted with the render cache on (``--cache-mb``, the production setup):
   worker changed the river in between: counted);
 * ``river page``, ``river page 304``: ``/`` without and with ``If-None-Match`` (the
   same: 200 once the river or the minute changed);
+
+(the river's answers come from each process's micro-cache, refreshed by Flask once a
+``--river-cache-seconds``; ``bytes`` is the size of a 200's body),
 
 target p99 latency <= 50 ms each. With each case: the load average, and the CPU time
 the web processes spent per request (the figure that other work on the machine changes
@@ -85,7 +90,9 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- children
 
 
-def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int) -> subprocess.Popen[bytes]:
+def start_web(
+    database: str, port: int, args: argparse.Namespace, cache_mb: int, river_s: float
+) -> subprocess.Popen[bytes]:
     """``args.server`` (granian or gunicorn) on ``aggregator.wsgi:make_app`` (the production
     entry point), settings from the environment as in production."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
@@ -93,6 +100,7 @@ def start_web(database: str, port: int, args: argparse.Namespace, cache_mb: int)
         AGGREGATOR_DATABASE_URL=database,
         AGGREGATOR_BASE_URL="http://127.0.0.1:8080",
         AGGREGATOR_RENDER_CACHE_MB=str(cache_mb),
+        AGGREGATOR_RIVER_CACHE_SECONDS=str(river_s),
         AGGREGATOR_LOG_LEVEL="WARNING",
     )
     if args.server == "granian":
@@ -406,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4,
                         help="Python threads per worker (granian --blocking-threads, gunicorn gthread --threads)")
     parser.add_argument("--cache-mb", type=int, default=64, help="render_cache_mb of the cached cases")
+    parser.add_argument(
+        "--river-cache-seconds", type=float, default=1.0, help="river_cache_seconds of the cached cases"
+    )
     parser.add_argument("--background", type=int, default=5000, help="synthetic articles in the database")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--no-ingest", action="store_true", help="no background ingest worker")
@@ -451,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                     return
                 for _ in range(3):  # warm every process
                     get(port, path, extra)
+                size = len(get(port, path)[2])
                 cpu = cpu_seconds(web)
                 if use_wrk:
                     row = wrk(port, path, extra, args.connections, args.duration, args.wrk_threads)
@@ -460,11 +472,12 @@ def main(argv: list[str] | None = None) -> int:
                 # machine does not change (requests/s and latency are shared with it).
                 row["cpu_ms_per_request"] = (cpu_seconds(web) - cpu) * 1000 / max(1, int(row["requests"]))  # type: ignore[call-overload]
                 row["load"] = load()
+                row["bytes"] = size
                 results[name] = row
             ingested_before = int(counter.read_text()) if counter.exists() else 0  # written atomically
             started = time.perf_counter()
             # 1. No render cache: every request renders the page (the cost of a new validator).
-            web.append(start_web(database, port, args, 0))
+            web.append(start_web(database, port, args, 0, 0.0))
             wait_ready(port)
             status, headers, body = get(port, story)
             assert status == 200 and body.count(b"<entry>") == 50, (status, body.count(b"<entry>"))
@@ -472,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             run("river page miss", "/", {})
             stop(web)
             # 2. The production setup: render cache on.
-            web.append(start_web(database, port, args, args.cache_mb))
+            web.append(start_web(database, port, args, args.cache_mb, args.river_cache_seconds))
             wait_ready(port)
             status, headers, body = get(port, story)
             assert status == 200 and body.count(b"<entry>") == 50, (status, body.count(b"<entry>"))
@@ -517,17 +530,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{server} on 127.0.0.1; {tool}; "
             f"background ingest {ingest_rate:.0f} articles/s{'' if not args.no_ingest else ' (off)'}"
         )
-        print("'miss': render cache off, every request renders; the others: render_cache_mb="
-              f"{args.cache_mb} (a 200 is served from the cache until the story changes)")
+        print("'miss': render cache and river micro-cache off, every request renders; the others: "
+              f"render_cache_mb={args.cache_mb} (a 200 is served from the cache until the story changes), "
+              f"river_cache_seconds={args.river_cache_seconds:g}")
         print(
             f"{'case':<20} {'req/s':>8} {'target':>7} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>10} "
-            f"{'requests':>9} {'load':>16}"
+            f"{'requests':>9} {'bytes':>8} {'load':>16}"
         )
         for name, row in results.items():
             target = TARGETS.get(name)
             print(
                 f"{name:<20} {row['requests_per_s']:>8.0f} {target or 0:>7.0f} {row['p50_ms']:>7.1f} "
-                f"{row['p99_ms']:>7.1f} {row['cpu_ms_per_request']:>10.3f} {row['requests']:>9} {row['load']:>16}"
+                f"{row['p99_ms']:>7.1f} {row['cpu_ms_per_request']:>10.3f} {row['requests']:>9} {row['bytes']:>8} {row['load']:>16}"
                 + (f"  non-2xx/3xx {row['non_2xx_3xx']}" if row.get("non_2xx_3xx") else "")
                 + (f"  {row['statuses']}" if "statuses" in row else "")
             )
