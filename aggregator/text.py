@@ -54,7 +54,13 @@ _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uff
 
 
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-_NONCHARACTERS_UTF8 = (b"\xef\xbf\xbe", b"\xef\xbf\xbf")  # U+FFFE, U+FFFF
+# Every ASCII control but newline: in ASCII text without them, the only whitespace
+# is " " and "\n" (see _tidy).
+_CONTROL_BYTES_BUT_NL = bytes([*range(0x00, 0x0A), *range(0x0B, 0x20)])
+# The characters lxml refuses in a text it is given (its check_string_utf8: ASCII
+# controls but tab, newline and carriage return). A tree can hold them (from a
+# numeric character reference such as ``&#1;``); setting such a text raises ValueError.
+_XML_REFUSED_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)])
 
 
 def strip_controls(text: str) -> str:
@@ -68,11 +74,13 @@ def strip_controls(text: str) -> str:
     # text: the C0 controls and DEL are single bytes in UTF-8 (never part of a
     # multi-byte sequence), so they are deleted from the encoded bytes; text with
     # a surrogate (it cannot be encoded) or a non-character takes the regex.
+    # (A one-character ``in`` is a memchr-like scan, and needs no scan at all when
+    # the string's width cannot hold the character: ASCII and Latin-1 text.)
+    if "\ufffe" in text or "\uffff" in text:
+        return _CONTROL_RE.sub("", text)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
-        return _CONTROL_RE.sub("", text)
-    if _NONCHARACTERS_UTF8[0] in data or _NONCHARACTERS_UTF8[1] in data:
         return _CONTROL_RE.sub("", text)
     kept = data.translate(None, _CONTROL_BYTES)
     return text if len(kept) == len(data) else kept.decode("utf-8")
@@ -104,9 +112,14 @@ def truncate(text: str, n: int, ellipsis: str = "…") -> str:
     appended (and counted in ``n``). A single word longer than the limit is cut
     mid-word rather than dropped.
     """
-    text = collapse_ws(text)
     if n <= 0:
         return ""
+    # Only the first n + 1 characters of the collapsed text are read, and collapsing
+    # a prefix of ``text`` gives a prefix of the collapsed text (its last word maybe
+    # cut): a long text is collapsed only as far as needed.
+    prefix = n + n // 4 + 64
+    head = collapse_ws(text[:prefix]) if len(text) > prefix else ""
+    text = head if len(head) > n else collapse_ws(text)
     if len(text) <= n:
         return text
     room = max(n - len(ellipsis), 0)
@@ -192,30 +205,105 @@ def looks_like_html(text: str) -> bool:
 def _tidy_lines(text: str) -> str:
     # Per line: runs of whitespace to one space, ends stripped (``_INLINE_WS_RE``
     # and strip, done by str.split); empty lines dropped.
-    lines = (" ".join(line.split()) for line in text.split("\n"))
-    return "\n".join(line for line in lines if line)
+    return _tidy(text, refuse=False) or ""  # (never None without ``refuse``)
 
 
-def html_to_text(html: str) -> str:
-    """Plain text of an HTML fragment or document.
+def _tidy(text: str, refuse: bool) -> str | None:
+    """``_tidy_lines(text)``; with ``refuse``, None instead when ``text`` holds a
+    character lxml refuses to set (``_XML_REFUSED_BYTES``).
 
-    Entities are decoded, comments, scripts, styles and other non-text elements
-    are dropped, block elements and ``<br>`` start new lines, table cells are
-    separated by spaces. Runs of spaces collapse to one; lines are stripped and
-    empty lines removed, so paragraphs are separated by a single ``"\\n"``.
-    Never raises: unparseable input gives its tag-less best effort or ``""``.
+    A line already tidy (most lines of converted HTML) is kept as it is, found in C:
+    in ASCII text without controls but newlines (one ``bytes.translate``) the only
+    whitespace is " ", and elsewhere a line passing ``str.isprintable`` has no other
+    whitespace either (every other whitespace character is a control or separator);
+    such a line is tidy when no space doubles and none is at an end.
     """
-    if not html:
-        return ""
-    html = strip_controls(html)
-    if "<" not in html and "&" not in html:
-        return _tidy_lines(html.replace("\r", "\n"))
-    try:
-        root = lxml.html.document_fromstring(html.encode("utf-8", "replace"), parser=_HTML_PARSER)
-    except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError):
-        return _tidy_lines(re.sub(r"<[^>]*>", " ", html).replace("\r", "\n"))
-    for element in list(root.iter(*_DROP_TAGS)):
-        element.drop_tree()
+    if text.isascii():
+        data = text.encode("ascii")
+        if len(data.translate(None, _CONTROL_BYTES_BUT_NL)) == len(data):
+            out = []
+            for line in text.split("\n"):
+                if "  " in line or line[:1] == " " or line[-1:] == " ":
+                    line = " ".join(line.split())
+                if line:
+                    out.append(line)
+            return "\n".join(out)
+    if refuse:
+        # (the ASCII controls are single bytes in UTF-8, never part of a longer sequence)
+        data = text.encode("utf-8", "surrogatepass")
+        if len(data.translate(None, _XML_REFUSED_BYTES)) != len(data):
+            return None
+    out = []
+    for line in text.split("\n"):
+        if not line.isprintable() or "  " in line or line[:1] == " " or line[-1:] == " ":
+            line = " ".join(line.split())
+        if line:
+            out.append(line)
+    return "\n".join(out)
+
+
+_WALK_EVENTS = ("start", "end", "comment", "pi")
+
+
+def _structured_text(root: lxml.html.HtmlElement) -> str:
+    """What ``_rewritten_text`` returns (before ``_tidy_lines``), in one read-only walk.
+
+    The same pieces in the same order, without writing to the tree: a block element
+    or ``<br>`` puts a newline where the rewrite adds one, a cell a space, an image its
+    ``alt``. Outside ``<pre>`` a text's line breaks are only turned into spaces (not
+    squashed: ``_tidy_lines`` squashes every line afterwards, so the lines and words are
+    the same); inside ``<pre>`` (its text, its descendants' texts and tails) they are
+    kept. Carriage returns that are kept become newlines, as the rewrite's final
+    ``replace`` does.
+    """
+    parts: list[str] = []
+    append = parts.append
+    block, cells = _BLOCK_TAGS, _CELL_TAGS
+    pre = 0  # depth of <pre> elements around (and including) the current one
+    for event, element in lxml.etree.iterwalk(root, events=_WALK_EVENTS):
+        tag = element.tag
+        if event == "start":
+            if tag == "pre":
+                pre += 1
+            if tag.lower() in block:
+                append("\n")
+            text = element.text
+            if text:
+                if pre:
+                    append(text.replace("\r", "\n"))
+                else:
+                    append(text.replace("\n", " ").replace("\r", " "))
+            continue
+        if event == "end":
+            if tag == "pre":
+                pre -= 1
+            if element is root:  # text_content() has no tail of the root
+                break
+            lower = tag.lower()
+            if lower == "br" or lower in block:
+                append("\n")
+            elif lower in cells:
+                append(" ")
+            elif lower == "img":
+                alt = element.get("alt")
+                if alt:
+                    append(" " + alt.replace("\r", "\n") + " ")
+        # (a comment or processing instruction: its text is not text content, its tail is)
+        tail = element.tail
+        if tail:
+            # a <pre>'s own tail is squashed like any text outside <pre>
+            if pre and tag != "pre":
+                append(tail.replace("\r", "\n"))
+            else:
+                append(tail.replace("\n", " ").replace("\r", " "))
+    return "".join(parts)
+
+
+def _rewritten_text(root: lxml.html.HtmlElement) -> str:
+    """The text of ``root`` by rewriting the tree (the definition ``_structured_text``
+    follows): whitespace squashed outside ``<pre>``, newlines and spaces added around
+    the elements, then ``text_content()``. Used for the rare tree whose texts lxml
+    refuses to set (it raises ValueError, as it always did)."""
     # Source line breaks are spaces in HTML (except in <pre>); the structure
     # alone decides where lines break.
     # (A set of the elements themselves: it keeps lxml's proxies alive, so
@@ -242,7 +330,37 @@ def html_to_text(html: str) -> str:
             # keep an image's alternative text where the image was
             element.tail = " " + element.get("alt", "") + " " + (element.tail or "")
     text: str = root.text_content()
-    return _tidy_lines(text.replace("\r", "\n").replace("\xa0", " "))
+    return text.replace("\r", "\n").replace("\xa0", " ")
+
+
+def html_to_text(html: str) -> str:
+    """Plain text of an HTML fragment or document.
+
+    Entities are decoded, comments, scripts, styles and other non-text elements
+    are dropped, block elements and ``<br>`` start new lines, table cells are
+    separated by spaces. Runs of spaces collapse to one; lines are stripped and
+    empty lines removed, so paragraphs are separated by a single ``"\\n"``.
+    Never raises: unparseable input gives its tag-less best effort or ``""``.
+    (One exception, as it has always been: a reference to a control character
+    lxml refuses, such as ``&#1;``, raises lxml's ValueError in most places.)
+    """
+    if not html:
+        return ""
+    html = strip_controls(html)
+    if "<" not in html and "&" not in html:
+        return _tidy_lines(html.replace("\r", "\n"))
+    try:
+        root = lxml.html.document_fromstring(html.encode("utf-8", "replace"), parser=_HTML_PARSER)
+    except (lxml.etree.ParserError, lxml.etree.XMLSyntaxError, ValueError):
+        return _tidy_lines(re.sub(r"<[^>]*>", " ", html).replace("\r", "\n"))
+    for element in list(root.iter(*_DROP_TAGS)):
+        element.drop_tree()
+    tidy = None if root.tail else _tidy(_structured_text(root), refuse=True)
+    if tidy is None:
+        # a text lxml would refuse to set (from a reference such as &#1;): the rewrite,
+        # whose ValueError the callers have always seen (parse drops such an entry)
+        tidy = _tidy_lines(_rewritten_text(root))
+    return tidy
 
 
 # --------------------------------------------------------------------------- sanitising

@@ -153,6 +153,48 @@ class Sketch:
         return float(np.count_nonzero(self.values == other.values)) / len(self.values)
 
 
+class _MixedHashes:
+    """Pre-mixed term hashes: term -> the hash function of its UTF-8 bytes, then
+    datasketch's ``_fmix``, the very value ``MinHash.update_batch`` feeds the permutations.
+
+    A pure function of the term, and a news stream repeats its terms: a dict lookup
+    replaces the encoding, the hashing and a numpy pass per term. The terms not held yet
+    are hashed and mixed in one batch. Bounded: cleared when it would hold more than
+    ``size`` terms (results never depend on it).
+    """
+
+    __slots__ = ("_hashfunc", "_width", "_dtype", "_size", "_values")
+
+    def __init__(self, hashfunc: Any, width: int, dtype: np.dtype, size: int = 1 << 17) -> None:
+        self._hashfunc = hashfunc
+        self._width = width
+        self._dtype = dtype
+        self._size = size
+        # a plain dict: set.difference walks only the set against an exact dict
+        self._values: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def array(self, terms: set[str] | frozenset[str]) -> np.ndarray:
+        """The pre-mixed hashes of ``terms`` (in their iteration order)."""
+        values = self._values
+        new = terms.difference(values)
+        if new:
+            if len(values) + len(new) > self._size:
+                values.clear()
+                new = set(terms)
+            values.update(zip(new, self._mix(new).tolist(), strict=True))
+        try:
+            return np.fromiter(map(values.__getitem__, terms), dtype=self._dtype, count=len(terms))
+        except KeyError:  # another thread cleared the cache in between: hash them here
+            return self._mix(terms)
+
+    def _mix(self, terms: Iterable[str]) -> np.ndarray:
+        h = self._hashfunc
+        return _fmix(np.array([h(t.encode("utf-8")) for t in terms], dtype=self._dtype), self._width)
+
+
 class Sketcher:
     """Makes sketches of term sets with pinned parameters.
 
@@ -179,17 +221,18 @@ class Sketcher:
         self._a = t.permutations[0].reshape(1, -1)
         self._b = t.permutations[1].reshape(1, -1)
         self._empty = t.hashvalues  # the values of an empty set (never written to: sketches get new arrays)
+        self._mixed = _MixedHashes(self._hashfunc, self._width, self._empty.dtype)
 
     def sketch(self, terms: Iterable[str]) -> Sketch:
         if not self._fast:
             m = self._template.copy()
             m.update_batch([t.encode("utf-8") for t in terms])
             return Sketch(m)
-        h = self._hashfunc
-        hv = np.array([h(t.encode("utf-8")) for t in terms], dtype=self._empty.dtype)
-        if not len(hv):
+        # the minimum over the distinct terms is the minimum over all of them
+        distinct = terms if isinstance(terms, (set, frozenset)) else set(terms)
+        if not distinct:
             return Sketch(values=self._empty.copy(), template=self._template)
-        hv = _fmix(hv.reshape(-1, 1), self._width)
+        hv = self._mixed.array(distinct).reshape(-1, 1)
         values = np.minimum(self._empty, (hv * self._a + self._b).min(axis=0))
         return Sketch(values=values, template=self._template)
 
