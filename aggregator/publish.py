@@ -64,8 +64,12 @@ UNTITLED = "(untitled)"
 UNKNOWN_SOURCE = "unknown source"
 # Bump when the bytes rendered for the same data change (a new element, a fix):
 # the web layer puts it in every ETag, so caches and readers fetch the new form.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # "updated" of a feed with no entries
+# A river entry lists at most this many of its story's articles: the first few (the
+# original reports) and the latest (what moved the entry); the story page lists all.
+ENTRY_FIRST_ARTICLES = 3
+ENTRY_LATEST_ARTICLES = 7
 # Sanitised fragments kept per process (most recently used; a few KB each).
 SANITIZED_CACHE_SIZE = 2048
 
@@ -535,13 +539,24 @@ def _add_story_entry(
 
 
 def story_content_html(item: StoryWithArticles, page_url: str) -> str:
-    """HTML listing every article of a story (outlet, linked title, time), oldest first."""
+    """HTML listing a story's articles (outlet, linked title, time), oldest first: all of
+    them up to ``ENTRY_FIRST_ARTICLES + ENTRY_LATEST_ARTICLES``, else the first and the
+    latest with a line counting the others (a big story has hundreds: a river feed of
+    50 such entries would be megabytes)."""
     story = item.story
     lines = [
         f"<p>{html.escape(story_summary(story))}.</p>",
         "<ul>",
     ]
-    for article in item.articles:
+    articles = item.articles
+    first, latest = ENTRY_FIRST_ARTICLES, ENTRY_LATEST_ARTICLES
+    hidden = len(articles) - first - latest
+    for position, article in enumerate(articles):
+        if hidden > 0 and first <= position < first + hidden:
+            if position == first:
+                more = _plural(hidden, "more article")
+                lines.append(f'<li><a href="{html.escape(page_url, quote=True)}">… {more} …</a></li>')
+            continue
         source = html.escape(_source_name(article))
         title = html.escape(_one_line(article.title, UNTITLED))
         link = http_url(article.url)

@@ -6,6 +6,7 @@ RELAX NG grammar with jing when it is installed).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -331,6 +332,31 @@ def test_stories_feed_has_one_entry_per_story(storm: StoryWithArticles) -> None:
         assert f'href="{article.url}"' in content
         assert article.source is not None and article.source in content
     assert [author.name for author in first.authors] == ["Alpha Times", "Beta Post", "Gamma Wire"]
+
+
+@pytest.mark.parametrize("count", [1, 10, 11, 200])
+def test_a_river_entry_lists_the_first_and_latest_articles_of_a_big_story(count: int) -> None:
+    articles = [
+        make_article(i, title=f"Report {i}", source=f"Outlet {i}", published=T0 + timedelta(minutes=i))
+        for i in range(1, count + 1)
+    ]
+    story = make_story(9, articles)
+    data = publish.stories_feed(
+        [story], base_url=BASE, title="All stories", self_url=f"{BASE}/feed.atom", updated=T0
+    )
+    content = parse(data).entries[0].content[0].value
+    listed = [i for i in range(1, count + 1) if f'href="https://alpha.example/news/{i}"' in content]
+    first, latest = publish.ENTRY_FIRST_ARTICLES, publish.ENTRY_LATEST_ARTICLES
+    if count <= first + latest:
+        assert listed == list(range(1, count + 1)) and "more article" not in content
+    else:
+        # the originals and what moved the entry; the rest counted, linked to the story page
+        assert listed == [*range(1, first + 1), *range(count - latest + 1, count + 1)]
+        hidden = count - first - latest
+        more = "1 more article" if hidden == 1 else f"{hidden} more articles"
+        assert re.search(rf'<li><a href="{BASE}/stories/9"[^>]*>… {more} …</a></li>', content), content
+        assert content.index("Report 3<") < content.index(more) < content.index(f"Report {count - latest + 1}<")
+    assert f"{count} article" in parse(data).entries[0].summary  # the summary still counts them all
 
 
 def test_stories_feed_is_deterministic(storm: StoryWithArticles) -> None:
