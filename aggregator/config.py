@@ -114,7 +114,7 @@ def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
             raise ValueError(f"not a number: {value!r}")
         result = kind(value)
         if not result >= 0 or result == float("inf"):  # also NaN
-            raise ValueError(f"must not be negative: {value!r}")
+            raise ValueError(f"must be a finite number, not negative: {value!r}")
         return result
 
     return parse

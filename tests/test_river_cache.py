@@ -131,46 +131,84 @@ def test_readers_with_a_session_and_other_answers_are_not_kept(
     world: World, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     anonymous = world.client.get("/")
-    queries = Queries(monkeypatch)
+    kept = world.client.application.wsgi_app.river  # type: ignore[attr-defined]
+    assert len(kept) == 1
     operator = create_app(world.settings, world.storage).test_client()
     sign_in(operator)
-    page = operator.get("/")
-    assert page.status_code == 200 and b"Ada" in page.data and b"Ada" not in anonymous.data
-    operator.get("/")
-    assert queries.n == 0  # an operator's river is rendered every time, never kept, never served
+    operator_cache = operator.application.wsgi_app.river  # type: ignore[attr-defined]
+    for _ in range(2):  # an operator's river is rendered every time, never kept, never served
+        page = operator.get("/")
+        assert page.status_code == 200 and b"Ada" in page.data and b"Ada" not in anonymous.data
+    assert len(operator_cache) == 0
+    # nor is the anonymous answer served to a signed-in operator from this process's cache
+    world_operator = world.client
+    sign_in(world_operator)
+    assert b"Ada" in world_operator.get("/").data
     # errors are not kept
-    assert world.client.get("/?page=abc").status_code == 400
-    assert world.client.get("/?page=abc").status_code == 400
-    app = world.client.application
-    kept = app.wsgi_app.river  # type: ignore[attr-defined]
-    assert all(key[-1] != "page=abc" for key in kept._items)
+    fresh = create_app(world.settings, world.storage).test_client()
+    assert fresh.get("/?page=abc").status_code == 400
+    assert fresh.get("/?page=abc").status_code == 400
+    assert len(fresh.application.wsgi_app.river) == 0  # type: ignore[attr-defined]
 
 
-def test_an_answer_that_sets_a_cookie_is_not_kept(clock: Clock) -> None:
+KEY = ("http", "x", "x", "80", "", "/", "")
+
+
+def test_an_answer_that_sets_a_cookie_or_is_not_200_304_is_not_kept(clock: Clock) -> None:
     cache = RiverCache(5)
-    key = ("GET", "http", "x", "", "/", "")
-    cache.put(key, "200 OK", [("ETag", '"a"'), ("Set-Cookie", "s=1")], b"body")
-    assert cache.get(key) is None
-    cache.put(key, "200 OK", [("ETag", 'W/"weak"')], b"body")  # only strong validators
-    assert cache.get(key) is None
-    cache.put(key, "500 INTERNAL SERVER ERROR", [("ETag", '"a"')], b"body")
-    assert cache.get(key) is None
-    cache.put(key, "200 OK", [("ETag", '"a"')], b"body")
-    assert cache.get(key) is not None
+    cache.put(KEY, "200 OK", [("ETag", '"a"'), ("Set-Cookie", "s=1")], b"body", clock.now)
+    assert cache.get(KEY) is None
+    cache.put(KEY, "200 OK", [("ETag", 'W/"weak"')], b"body", clock.now)  # only strong validators
+    assert cache.get(KEY) is None
+    cache.put(KEY, "500 INTERNAL SERVER ERROR", [("ETag", '"a"')], b"body", clock.now)
+    assert cache.get(KEY) is None
+    cache.put(KEY, "200 OK", [("ETag", '"a"')], b"x" * (RiverCache.MAX_BODY + 1), clock.now)
+    assert cache.get(KEY) is None
+    cache.put(KEY, "200 OK", [("ETag", '"a"')], b"body", clock.now)
+    assert cache.get(KEY) is not None
 
 
-def test_keys_are_bounded_and_separate_hosts(world: World, clock: Clock) -> None:
+def test_an_answer_asked_for_earlier_never_replaces_a_newer_one(clock: Clock) -> None:
+    """A slow render that finishes last must not bring an older river back; an answer
+    lives ``seconds`` from when Flask was asked for it."""
+    cache = RiverCache(1)
+    slow_asked = clock.now
+    clock.now += 0.3
+    cache.put(KEY, "200 OK", [("ETag", '"new"')], b"new", clock.now)  # asked later, finished first
+    clock.now += 0.2
+    cache.put(KEY, "200 OK", [("ETag", '"old"')], b"old", slow_asked)  # the slow one finishes
+    kept = cache.get(KEY)
+    assert kept is not None and kept.etag == "new"
+    clock.now += 0.85  # 1.05 s after "new" was asked for
+    assert cache.get(KEY) is None
+    cache.put(KEY, "200 OK", [("ETag", '"late"')], b"late", clock.now - 1.5)  # older than it may live
+    assert cache.get(KEY) is None
+
+
+def test_the_cache_is_bounded_in_keys_and_bytes_and_drops_expired_entries(world: World, clock: Clock) -> None:
     cache = RiverCache(5)
     for i in range(RiverCache.MAX_ENTRIES + 50):
-        cache.put(("GET", "http", "x", "", "/", f"q={i}"), "200 OK", [("ETag", '"a"')], b"x")
-    assert len(cache._items) <= RiverCache.MAX_ENTRIES
-    assert cache.get(("GET", "http", "x", "", "/", f"q={RiverCache.MAX_ENTRIES + 49}")) is not None
+        cache.put((*KEY[:-1], f"q={i}"), "200 OK", [("ETag", '"a"')], b"x", clock.now)
+    assert len(cache) <= RiverCache.MAX_ENTRIES
+    assert cache.get((*KEY[:-1], f"q={RiverCache.MAX_ENTRIES + 49}")) is not None
+    big = b"y" * (RiverCache.MAX_BODY - 1)
+    for i in range(2 * RiverCache.MAX_BYTES // RiverCache.MAX_BODY):
+        cache.put((*KEY[:-1], f"big={i}"), "200 OK", [("ETag", '"a"')], big, clock.now)
+    assert 0 < cache.size <= RiverCache.MAX_BYTES
+    clock.now += 6
+    cache.put(KEY, "200 OK", [("ETag", '"a"')], b"z", clock.now)  # every other entry has expired
+    assert len(cache) == 1 and cache.size == 1
     assert RiverCache.key({"QUERY_STRING": "q=" + "x" * 600}) is None  # too long: never kept
+
+
+def test_hosts_are_kept_apart(world: World, clock: Clock) -> None:
     # without base_url the river feed's links come from the request's host: one entry per host
     client = create_app(world.settings.replace(base_url=None), world.storage).test_client()
     one = client.get("/feed.atom", base_url="http://one.example")
     two = client.get("/feed.atom", base_url="http://two.example")
     assert b"one.example" in one.data and b"two.example" in two.data and b"one.example" not in two.data
+    # an empty Host header is not the server's name (Flask builds other links for it)
+    assert RiverCache.key({"HTTP_HOST": "", "SERVER_NAME": "a"}) != RiverCache.key({"SERVER_NAME": "a"})
 
 
 def test_head_and_metrics(world: World, clock: Clock) -> None:
@@ -182,9 +220,10 @@ def test_head_and_metrics(world: World, clock: Clock) -> None:
     world.client.get("/feed.atom")
     world.client.get("/feed.atom")
     assert count("200") == before + 2  # the kept answer is counted like Flask's
-    head = world.client.head("/feed.atom")
+    head = world.client.head("/feed.atom")  # HEAD goes to Flask (not kept)
     assert head.status_code == 200 and head.data == b""
     assert world.client.head("/feed.atom").data == b""
+    assert len(world.client.application.wsgi_app.river) == 1  # type: ignore[attr-defined]
 
 
 def test_zero_turns_it_off(world: World, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:

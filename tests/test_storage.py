@@ -486,7 +486,7 @@ def test_feed_state_updates_only_the_columns_given(store: Storage) -> None:
 
 
 def test_record_assignments_writes_copies_and_clears_a_previous_copy_of(store: Storage) -> None:
-    """Rows with and without copy_of (written by separate statements on SQLite), an
+    """Rows with and without copy_of in one batch, an
     article re-assigned with copy_of None after a copy (cleared), and an article twice in
     one call (the last assignment wins, as with one statement)."""
     from aggregator.storage.facade import Assignment

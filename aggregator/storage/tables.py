@@ -91,6 +91,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return process
 
 
+# SQLite DATETIME's default storage format, which the fused bind processor writes (a
+# release with another default would not match: the two steps then run as before).
+_SQLITE_DATETIME_FORMAT = (
+    "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+)
+
+
 def _plain_sqlite_datetime(impl: Any) -> bool:
     """Whether ``impl`` (the dialect's implementation of ``UTCDateTime``) is SQLite's
     DATETIME with its default string format, which the fused processors reproduce
@@ -99,7 +106,7 @@ def _plain_sqlite_datetime(impl: Any) -> bool:
     try:
         return (
             type(impl) is SQLITE_DATETIME
-            and impl._storage_format == SQLITE_DATETIME._storage_format
+            and impl._storage_format == _SQLITE_DATETIME_FORMAT
             and impl._reg is None
         )
     except AttributeError:

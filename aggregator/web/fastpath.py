@@ -53,7 +53,7 @@ _STORY_FEED = re.compile(r"/stories/([1-9][0-9]{0,8})/feed\.(atom|rss)\Z")
 _PAGE_QUERY = re.compile(r"page=([1-9][0-9]{0,5})\Z")
 _ROUTES = {"atom": "/stories/<int:story_id>/feed.atom", "rss": "/stories/<int:story_id>/feed.rss"}
 _RIVER_PATHS = frozenset({"/", "/feed.atom", "/feed.rss"})  # also the routes' labels
-_SESSION_COOKIE = "aggregator_session="  # html.py's SESSION_COOKIE_NAME
+_SESSION_COOKIE = "aggregator_session"  # html.py's SESSION_COOKIE_NAME (anywhere in Cookie: not kept)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -96,7 +96,7 @@ class FeedFastPath:
         self, environ: dict[str, Any], start_response: StartResponse, path: str, method: str
     ) -> Iterable[bytes]:
         """The river from :class:`RiverCache`, or from Flask (and kept when it may be)."""
-        if _SESSION_COOKIE in environ.get("HTTP_COOKIE", ""):
+        if method != "GET" or _SESSION_COOKIE in environ.get("HTTP_COOKIE", ""):
             return self.wsgi_app(environ, start_response)  # an operator's page, flashed messages
         started = time.perf_counter()
         key = RiverCache.key(environ)
@@ -108,10 +108,11 @@ class FeedFastPath:
             answer = kept.answer(environ)
             if answer is not None:
                 status, headers, body = answer
-                start_response(status, headers)
+                start_response(status, list(headers))  # a copy: servers may append to it
                 self._count(path, method, status[:3], time.perf_counter() - started)
-                return [body] if method == "GET" else []
+                return [body]
         seen: list[Any] = []
+        asked = time.monotonic()  # what Flask answers is the river as of (at least) now
 
         def keep_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen[:] = [status, headers]
@@ -125,7 +126,7 @@ class FeedFastPath:
             if close is not None:
                 close()
         if seen:
-            self.river.put(key, seen[0], seen[1], body if method == "GET" else None)
+            self.river.put(key, seen[0], seen[1], body, asked)
         return [body]
 
     def _count(self, route: str, method: str, status: str, seconds: float) -> None:
@@ -203,16 +204,19 @@ def _modified(environ: dict[str, Any], etag: str, last_modified: datetime | None
 
 
 class _Kept:
-    """One river answer kept by :class:`RiverCache`: its ``ETag``, and its ``200``
-    (headers and body) when one was seen, else only its ``304`` headers."""
+    """One river answer kept by :class:`RiverCache`: its ``ETag``, when Flask was asked
+    for it, and its ``200`` (headers and body) when one was seen, else only its ``304``
+    headers."""
 
-    __slots__ = ("expires", "etag", "ok", "not_modified")
+    __slots__ = ("asked", "expires", "etag", "ok", "not_modified", "size")
 
-    def __init__(self, expires: float, etag: str) -> None:
+    def __init__(self, asked: float, expires: float, etag: str) -> None:
+        self.asked = asked
         self.expires = expires
         self.etag = etag
         self.ok: tuple[list[tuple[str, str]], bytes] | None = None
         self.not_modified: list[tuple[str, str]] | None = None
+        self.size = 0
 
     def answer(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """The kept answer to this request, or None (Flask answers it)."""
@@ -230,17 +234,24 @@ class _Kept:
 class RiverCache:
     """The river's answers to readers without a session, kept ``seconds`` (per process).
 
-    Keyed by everything Flask builds the answer from (method, scheme, host, script
-    root, path, query); at most ``MAX_ENTRIES`` keys (expired ones go first, then
-    the oldest), so odd query strings cannot fill memory.
+    Keyed by everything Flask builds the answer from (scheme, the Host header as
+    sent, server name and port, script root, path, query). Bounded: at most
+    ``MAX_ENTRIES`` keys and ``MAX_BYTES`` of bodies (a body over ``MAX_BODY`` is not
+    kept); expired entries go first, then the oldest, so odd query strings cannot
+    fill memory. An answer replaces a kept one only if Flask was asked for it later
+    (a slow render finishing last does not bring an older river back), and it is
+    kept ``seconds`` from when Flask was asked.
     """
 
     MAX_ENTRIES = 256
+    MAX_BYTES = 16 * 1024 * 1024
+    MAX_BODY = 2 * 1024 * 1024
     MAX_QUERY = 512
 
     def __init__(self, seconds: float) -> None:
         self.seconds = max(0.0, float(seconds))
-        self._items: dict[tuple[str, ...], _Kept] = {}
+        self._items: dict[tuple[Any, ...], _Kept] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
 
     @property
@@ -248,29 +259,41 @@ class RiverCache:
         return self.seconds > 0
 
     @classmethod
-    def key(cls, environ: dict[str, Any]) -> tuple[str, ...] | None:
+    def key(cls, environ: dict[str, Any]) -> tuple[Any, ...] | None:
         query = environ.get("QUERY_STRING", "")
         if len(query) > cls.MAX_QUERY:
             return None
         return (
-            environ.get("REQUEST_METHOD", ""),
             environ.get("wsgi.url_scheme", ""),
-            environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}",
+            environ.get("HTTP_HOST"),  # None (no header) and "" (empty) are different hosts to Flask
+            environ.get("SERVER_NAME", ""),
+            environ.get("SERVER_PORT", ""),
             environ.get("SCRIPT_NAME", ""),
             environ.get("PATH_INFO", ""),
             query,
         )
 
-    def get(self, key: tuple[str, ...]) -> _Kept | None:
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the bodies kept."""
+        return self._bytes
+
+    def get(self, key: tuple[Any, ...]) -> _Kept | None:
         kept = self._items.get(key)
         if kept is None or kept.expires <= time.monotonic():
             return None
         return kept
 
-    def put(self, key: tuple[str, ...], status: str, headers: list[tuple[str, str]], body: bytes | None) -> None:
-        """Keep a ``200`` (with its ``body``; None for HEAD) or a ``304`` Flask gave."""
+    def put(
+        self, key: tuple[Any, ...], status: str, headers: list[tuple[str, str]], body: bytes, asked: float
+    ) -> None:
+        """Keep a ``200`` (with its ``body``) or a ``304`` Flask gave to a request made at
+        ``asked`` (``time.monotonic()``)."""
         code = status[:3]
-        if code not in ("200", "304"):
+        if code not in ("200", "304") or len(body) > self.MAX_BODY:
             return
         etag = None
         for name, value in headers:
@@ -282,19 +305,31 @@ class RiverCache:
         if etag is None:
             return
         now = time.monotonic()
+        expires = asked + self.seconds
+        if expires <= now:
+            return  # Flask took longer than the entry would live
         with self._lock:
             kept = self._items.get(key)
-            if kept is None or kept.expires <= now or kept.etag != etag:
-                if len(self._items) >= self.MAX_ENTRIES:
-                    self._evict(now)
-                kept = self._items[key] = _Kept(now + self.seconds, etag)
+            if kept is not None and kept.asked > asked and kept.expires > now:
+                return  # a newer river is kept: this answer was asked for before it
+            if kept is None or kept.etag != etag or kept.expires <= now:
+                self._drop(key)
+                kept = self._items[key] = _Kept(asked, expires, etag)
             if code == "304":
                 kept.not_modified = list(headers)
-            elif body is not None:
-                kept.ok = (list(headers), body)
+            else:
+                self._bytes += len(body) - kept.size
+                kept.ok, kept.size = (list(headers), body), len(body)
+            self._evict(now)
+
+    def _drop(self, key: tuple[Any, ...]) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
 
     def _evict(self, now: float) -> None:
+        """Expired entries out, then the oldest while over the bounds."""
         for key in [k for k, v in self._items.items() if v.expires <= now]:
-            del self._items[key]
-        while len(self._items) >= self.MAX_ENTRIES:
-            del self._items[next(iter(self._items))]
+            self._drop(key)
+        while len(self._items) > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
+            self._drop(next(iter(self._items)))
