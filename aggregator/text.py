@@ -54,9 +54,6 @@ _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uff
 
 
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-# Every ASCII control but newline: in ASCII text without them, the only whitespace
-# is " " and "\n" (see _tidy).
-_CONTROL_BYTES_BUT_NL = bytes([*range(0x00, 0x0A), *range(0x0B, 0x20)])
 # The characters lxml refuses in a text it is given (its check_string_utf8: ASCII
 # controls but tab, newline and carriage return). A tree can hold them (from a
 # numeric character reference such as ``&#1;``); setting such a text raises ValueError.
@@ -212,22 +209,11 @@ def _tidy(text: str, refuse: bool) -> str | None:
     """``_tidy_lines(text)``; with ``refuse``, None instead when ``text`` holds a
     character lxml refuses to set (``_XML_REFUSED_BYTES``).
 
-    A line already tidy (most lines of converted HTML) is kept as it is, found in C:
-    in ASCII text without controls but newlines (one ``bytes.translate``) the only
-    whitespace is " ", and elsewhere a line passing ``str.isprintable`` has no other
-    whitespace either (every other whitespace character is a control or separator);
-    such a line is tidy when no space doubles and none is at an end.
+    A line already tidy (most lines of converted HTML) is kept as it is, found in C: a
+    line passing ``str.isprintable`` has no whitespace but " " (every other whitespace
+    character is a control or separator), so it is tidy when no space doubles and none
+    is at an end.
     """
-    if text.isascii():
-        data = text.encode("ascii")
-        if len(data.translate(None, _CONTROL_BYTES_BUT_NL)) == len(data):
-            out = []
-            for line in text.split("\n"):
-                if "  " in line or line[:1] == " " or line[-1:] == " ":
-                    line = " ".join(line.split())
-                if line:
-                    out.append(line)
-            return "\n".join(out)
     if refuse:
         # (the ASCII controls are single bytes in UTF-8, never part of a longer sequence)
         data = text.encode("utf-8", "surrogatepass")

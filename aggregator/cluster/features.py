@@ -447,6 +447,8 @@ def _digit_context_table() -> bytes:
 
 _DIGIT_CONTEXT = _digit_context_table()
 _DIGITS = bytes(range(ord("0"), ord("9") + 1))
+# _split_form's two tables with the digits kept as they are (made once, not per line)
+_DIGITS_KEPT = {table: table[:48] + _DIGITS + table[58:] for table in (_ASCII_TOKENS, _ASCII_WORDS)}
 
 
 def _split_form(line: str, table: bytes) -> str | None:
@@ -473,7 +475,7 @@ def _split_form(line: str, table: bytes) -> str | None:
         context = raw.translate(_DIGIT_CONTEXT)
         if b"0a" in context or b"0.0" in context:
             return None
-        b = raw.translate(table[:48] + _DIGITS + table[58:])  # the digits kept
+        b = raw.translate(_DIGITS_KEPT[table])  # the digits kept
     if b"'" in b:
         if b"''" in b:
             return None

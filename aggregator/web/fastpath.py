@@ -53,7 +53,6 @@ _STORY_FEED = re.compile(r"/stories/([1-9][0-9]{0,8})/feed\.(atom|rss)\Z")
 _PAGE_QUERY = re.compile(r"page=([1-9][0-9]{0,5})\Z")
 _ROUTES = {"atom": "/stories/<int:story_id>/feed.atom", "rss": "/stories/<int:story_id>/feed.rss"}
 _RIVER_PATHS = frozenset({"/", "/feed.atom", "/feed.rss"})  # also the routes' labels
-_SESSION_COOKIE = "aggregator_session"  # html.py's SESSION_COOKIE_NAME (anywhere in Cookie: not kept)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -71,6 +70,8 @@ class FeedFastPath:
         self.security = list(SECURITY_HEADERS.items())
         self._metrics: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.river = RiverCache(self.context.settings.river_cache_seconds)
+        # html.py's (set when its blueprint was registered); anywhere in Cookie: not kept
+        self.session_cookie: str = app.config["SESSION_COOKIE_NAME"]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD")
@@ -96,7 +97,7 @@ class FeedFastPath:
         self, environ: dict[str, Any], start_response: StartResponse, path: str, method: str
     ) -> Iterable[bytes]:
         """The river from :class:`RiverCache`, or from Flask (and kept when it may be)."""
-        if method != "GET" or _SESSION_COOKIE in environ.get("HTTP_COOKIE", ""):
+        if method != "GET" or self.session_cookie in environ.get("HTTP_COOKIE", ""):
             return self.wsgi_app(environ, start_response)  # an operator's page, flashed messages
         started = time.perf_counter()
         key = RiverCache.key(environ)
@@ -220,14 +221,14 @@ class _Kept:
 
     def answer(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """The kept answer to this request, or None (Flask answers it)."""
-        if self.not_modified is not None and not _modified(environ, self.etag, None):
+        if _modified(environ, self.etag, None):
+            return None if self.ok is None else ("200 OK", self.ok[0], self.ok[1])
+        if self.not_modified is not None:
             return "304 NOT MODIFIED", self.not_modified, b""
-        if self.ok is not None:
-            if not _modified(environ, self.etag, None):  # only a 200 was seen: its headers, as
-                headers = list(self.ok[0])  # werkzeug trims them for a 304
-                remove_entity_headers(headers)
-                return "304 NOT MODIFIED", headers, b""
-            return "200 OK", self.ok[0], self.ok[1]
+        if self.ok is not None:  # only a 200 was seen: its headers, as werkzeug trims them for a 304
+            headers = list(self.ok[0])
+            remove_entity_headers(headers)
+            return "304 NOT MODIFIED", headers, b""
         return None
 
 
