@@ -46,11 +46,12 @@ from datetime import datetime, timedelta, timezone
 from aggregator import fetch as fetch_module
 from aggregator import metrics, politeness
 from aggregator import parse as parse_module
-from aggregator.cluster import Clusterer, ClusterSettings, Document
+from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError
 from aggregator.config import Settings
 from aggregator.logs import event
 from aggregator.models import (
     Article,
+    ClusteredText,
     Feed,
     FeedState,
     FetchResult,
@@ -431,29 +432,59 @@ class ClusterEngine:
         self.clusterer.close()
 
     def rebuild(self, storage: Storage, on_progress: Callable[[int], None] | None = None) -> int:
-        """Load every stored article of the clustering window, oldest first."""
-        self.clusterer.close()
-        self.clusterer = Clusterer(self.settings, self.storage_config)
+        """Load every stored article of the clustering window, oldest first.
+
+        Two windows are read: the articles of the older one count for the IDF of the newer
+        one's as they did when those were decided, and carry the stories still alive. The
+        articles of an older-window story with no article in the newer one leave before
+        the restore ends: they are restored ``transient`` (:meth:`Clusterer.restore`), which
+        makes only their IDF counts and fingerprints. Should that turn out wrong (another
+        process clustered into such a story meanwhile), the rebuild starts again without it.
+        """
         latest = storage.latest_published()
-        since = None
+        since = keep = cutoff = None
         if latest is not None:
             since = latest - timedelta(hours=self.settings.window_hours * 2)
+            newest = storage.latest_published(dated_since=since)  # the restore's final clock
+            if newest is not None:
+                # older than the window at that clock (a second's margin for float rounding)
+                cutoff = newest - timedelta(hours=self.settings.window_hours, seconds=1)
+                keep = storage.window_stories(since, cutoff)
+        try:
+            return self._load(storage, since, keep, cutoff, on_progress)
+        except RestoreError as exc:
+            event(log, "rebuild", logging.WARNING, restart="without transient articles", reason=str(exc))
+            return self._load(storage, since, None, None, on_progress)
+
+    def _load(
+        self,
+        storage: Storage,
+        since: datetime | None,
+        keep: set[int] | None,
+        cutoff: datetime | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> int:
+        """A fresh clusterer restored from the articles published since ``since``; those
+        of stories not in ``keep`` (older than ``cutoff``) restored ``transient``."""
+        self.clusterer.close()
+        self.clusterer = clusterer = Clusterer(self.settings, self.storage_config)
         count = 0
-        for article, signature in storage.clustered_articles(since=since):
-            self._restore(article, signature)
-            count += 1
-            if on_progress is not None:
-                on_progress(1)
-        self.clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
+        with clusterer.bulk_restore():
+            for row in storage.clustered_texts(since=since):
+                transient = keep is not None and row.story_id not in keep
+                if transient and (row.published is None or row.published >= cutoff):  # type: ignore[operator]
+                    raise RestoreError(f"article {row.id} of story {row.story_id} is newer than planned")
+                self._restore(row, transient=transient)
+                count += 1
+                if on_progress is not None:
+                    on_progress(1)
+        clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
         return count
 
-    def _restore(self, article: Article, signature: StoredSignature | None) -> None:
+    def _restore(self, row: ClusteredText, *, transient: bool = False) -> None:
         """Re-add one stored article; a signature made with other LSH parameters is recomputed."""
-        assert article.story_id is not None
-        if signature is None:
-            self.clusterer.restore(document(article), article.story_id)
-        else:
-            self.clusterer.restore(document(article), article.story_id, signature.hashvalues, signature.params)
+        doc = Document(row.id, row.title, row.text, row.published, row.source, row.url)
+        self.clusterer.restore(doc, row.story_id, row.hashvalues, row.params, transient=transient)
 
     def catch_up(self, storage: Storage, merged: bool) -> int:
         """Follow what other processes clustered since this engine's last pass,
@@ -468,8 +499,8 @@ class ClusterEngine:
             for survivor, others in sorted(by_survivor.items()):
                 self.clusterer.merge(survivor, sorted(others))
         count = 0
-        for article, signature in storage.clustered_articles(after_seq=self.seq):
-            self._restore(article, signature)
+        for row in storage.clustered_texts(after_seq=self.seq):
+            self._restore(row)
             count += 1
         return count
 

@@ -134,6 +134,23 @@ class Article:
     dated: bool = True  # False when the feed gave no date (published is then the fetch time)
 
 
+@dataclass(frozen=True, slots=True)
+class ClusteredText:
+    """What a clustering rebuild reads of a clustered article: its words, time and story
+    (not its stored HTML), with its stored MinHash signature if any."""
+
+    id: int
+    story_id: int
+    title: str
+    text: str  # the extracted text, or the summary when there is none
+    published: datetime | None  # None when the feed gave no date
+    source: str | None
+    url: str | None
+    cluster_seq: int
+    params: str | None  # the signature's parameters, None without a stored signature
+    hashvalues: bytes | None
+
+
 @dataclass(frozen=True)
 class Story:
     id: int

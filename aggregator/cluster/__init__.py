@@ -68,7 +68,9 @@ Theory of operation
    last article does. Memory is therefore flat in a steady stream; copies of an article
    older than the window are not recognised as copies (they start or join a story normally).
    ``restore`` replays stored articles (arrival order, current story ids) through the same
-   ``add`` as live operation, so the state after a restart equals the state without one.
+   ``add`` as live operation, so the state after a restart equals the state without one
+   (an article the caller knows will have left the window by the end is replayed only for
+   its IDF counts and fingerprint, ``transient``: the same end state for less work).
 
 Measured trade-offs (dev files, B-cubed F1; see docs/clustering.md for the full tables)
 -----------------------------------------------------------------------------------
@@ -94,14 +96,14 @@ from typing import TYPE_CHECKING, Any
 from .settings import ClusterSettings, Decision, Document
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .clusterer import Clusterer, Prepared
+    from .clusterer import Clusterer, Prepared, RestoreError
 
-__all__ = ["ClusterSettings", "Clusterer", "Decision", "Document", "Prepared"]
+__all__ = ["ClusterSettings", "Clusterer", "Decision", "Document", "Prepared", "RestoreError"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the settings, metrics or features loads no datasketch/numpy.
-    if name in {"Clusterer", "Prepared"}:
+    if name in {"Clusterer", "Prepared", "RestoreError"}:
         from . import clusterer
 
         return getattr(clusterer, name)

@@ -34,6 +34,7 @@ a Redis that lost its data, a pass that rolled back).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -45,12 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from .features import Features, extract, sketch_terms
+from .features import Features, extract, extract_terms, sketch_terms
 from .semantic import article_text, centred_cosines, centred_cosines_owned, embedder
 from .settings import ClusterSettings, Decision, Document
 from .sketch import CandidateIndex, Sketch, Sketcher, SketchParams
 
 Vector = dict[str, float]
+
+
+class RestoreError(RuntimeError):
+    """A restore's promise did not hold (see :meth:`Clusterer.bulk_restore`): restore again
+    without it."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ class _Article:
     vec: Vector  # unit vector, IDF as of when it was added
     shingles: frozenset[str]
     fingerprint: int
-    sketch: Sketch
+    sketch: Sketch | None  # None: restored ``transient`` (see Clusterer.restore)
     emb: Any = None  # the article's unit embedding (numpy), None without one
 
 
@@ -213,6 +219,8 @@ class Clusterer:
         self._sem_sum: Any = None  # sum of the embeddings of the articles held (their mean centres cosines)
         self._sem_count = 0
         self._mean_cache: tuple[int, Any] | None = None  # (state version, mean embedding)
+        self._bulk = False  # inside bulk_restore: the in-process index is built at its end
+        self._transient = 0  # articles restored transient still held
 
     # ------------------------------------------------------------------ public API
 
@@ -585,7 +593,13 @@ class Clusterer:
         return decision, story_id
 
     def restore(
-        self, doc: Document, story_id: int, signature: bytes | None = None, params: str | None = None
+        self,
+        doc: Document,
+        story_id: int,
+        signature: bytes | None = None,
+        params: str | None = None,
+        *,
+        transient: bool = False,
     ) -> None:
         """Re-add a stored article (oldest first) without deciding.
 
@@ -593,11 +607,65 @@ class Clusterer:
         ``signature`` is used when it was made with this configuration (``params`` equal
         to :meth:`ClusterSettings.signature_params`, or omitted) and has the right size;
         otherwise the sketch is recomputed.
+
+        ``transient``: the caller knows that this article, and every other article of its
+        story it restores, is older than the window by the end of the restore (so they are
+        pruned before anything can read them). Only what outlives such an article is then
+        made: its terms count for IDF while it is held, and its fingerprint is held for
+        that time (an earlier article keeps a fingerprint until it leaves); its weighted
+        vector, embedding, sketch and story are not. The state at the end of the restore
+        is the one the plain restore gives; :meth:`bulk_restore` checks that none is
+        still held.
         """
+        if transient:
+            self._add_transient(doc, story_id)
+            return
         sketch = None
         if signature is not None and (params is None or params == self.settings.signature_params()):
             sketch = self._sketcher.from_bytes(signature)
-        self.add(self._prepare(doc, sketch), story_id, index=not self._index.shared)
+        self.add(self._prepare(doc, sketch), story_id, index=not (self._index.shared or self._bulk))
+
+    @contextlib.contextmanager
+    def bulk_restore(self) -> Iterator[None]:
+        """Restore many articles (a rebuild): the in-process index is built once at the
+        end, from the articles still held, in one sort of every band key
+        (:meth:`CandidateIndex.insert_many`), instead of one insert per article, which a
+        restore of two windows would mostly remove again. Raises :class:`RestoreError` at
+        the end when an article restored ``transient`` is still held (the caller's
+        promise was wrong: restore again without it)."""
+        if self._bulk:
+            raise RuntimeError("bulk_restore is not reentrant")
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+        if self._transient:
+            raise RestoreError(f"{self._transient} articles restored as transient are still held")
+        if not self._index.shared:
+            held = list(self._articles.values())
+            self._index.insert_many(((a.id, a.sketch) for a in held), labels=[a.story for a in held])
+
+    def _add_transient(self, doc: Document, story_id: int) -> None:
+        """:meth:`add` of an article restored ``transient``: the same counts, clock, tick,
+        fingerprint and expiry, nothing else."""
+        if doc.id in self._articles:
+            raise ValueError(f"article {doc.id} is already indexed")
+        shingles, fingerprint = extract_terms(doc.title, doc.text)
+        t = doc.published.timestamp() if doc.published is not None else self._clock
+        if t is None:
+            t = 0.0
+        if self._clock is None or t > self._clock:
+            self._clock = t
+        self._n += 1
+        self._df.update(shingles)  # the raw vector's terms (see _prepare)
+        self._version += 1
+        self._tick += 1
+        self._transient += 1
+        self._articles[doc.id] = _Article(doc.id, story_id, t, {}, shingles, fingerprint, None)
+        self._fingerprints.setdefault(fingerprint, doc.id)
+        heapq.heappush(self._expiry, (t, doc.id))
+        self._prune()
 
     # ------------------------------------------------------------------ scoring
 
@@ -874,8 +942,10 @@ class Clusterer:
                     self._sem_sum -= a.emb  # in place: the sum is no one else's (the mean is a new array)
                 else:
                     self._sem_sum = None
+            if a.sketch is None:
+                self._transient -= 1
             df = self._df
-            for term in a.vec:
+            for term in a.shingles:  # the raw vector's terms, counted by add (a.vec has the same keys)
                 k = df[term] - 1
                 if k:
                     df[term] = k

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import filterfalse
@@ -530,11 +530,7 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
     lex = _LEXICON.__getitem__
     for line in text.split("\n"):
         if line.islower():  # no capitals, so no names: the words alone are enough
-            raw_words = _words(line)
-            if raw_words:
-                line_words, line_terms, _, _ = zip(*map(lex, raw_words), strict=True)
-                all_words += line_words
-                terms += filter(None, line_terms)  # terms are never empty: drops the stop-words
+            _line_words(line, all_words, terms)
             continue
         raw_words, starts = _tokens(line)
         if not raw_words:
@@ -554,6 +550,24 @@ def analyse(text: str) -> tuple[list[str], list[str], set[str]]:
         names.update(named)
     names.discard(None)
     return all_words, terms, names
+
+
+def _line_words(line: str, all_words: list[str], terms: list[str]) -> None:
+    """Append the normalised words of ``line`` to ``all_words`` and its terms to ``terms``."""
+    raw_words = _words(line)
+    if raw_words:
+        line_words, line_terms, _, _ = zip(*map(_LEXICON.__getitem__, raw_words), strict=True)
+        all_words += line_words
+        terms += filter(None, line_terms)  # terms are never empty: drops the stop-words
+
+
+def _analyse_words(text: str) -> tuple[list[str], list[str], set[str]]:
+    """:func:`analyse` without the names (an empty set): the words and terms alone."""
+    all_words: list[str] = []
+    terms: list[str] = []
+    for line in normalise(text).split("\n"):
+        _line_words(line, all_words, terms)
+    return all_words, terms, set()
 
 
 def terms_and_names(text: str) -> tuple[list[str], set[str]]:
@@ -592,27 +606,42 @@ def extract(title: str, text: str) -> Features:
     A body that starts with the title (many feeds repeat it) is counted without it, and
     a body equal to the title (headline-only items) counts as no body.
     """
-    t_words, title_terms, title_names = analyse(title or "")
+    title_terms, body_terms, names, shingles, fingerprint = _parts(title, text, analyse)
+    return Features(
+        title_terms=tuple(title_terms),
+        body_terms=tuple(body_terms),
+        names=frozenset(names),
+        # a letters-only term has no digit: str.isalpha (in C) leaves few terms to the regex
+        numbers=frozenset(t for t in filterfalse(str.isalpha, shingles) if _DIGIT.search(t) is not None),
+        fingerprint=fingerprint,
+        shingles=shingles,
+    )
+
+
+def extract_terms(title: str, text: str) -> tuple[frozenset[str], int]:
+    """:func:`extract`'s ``shingles`` and ``fingerprint`` alone (no names looked for): what
+    an article that only counts for IDF needs (``Clusterer.restore``'s transient ones)."""
+    _, _, _, shingles, fingerprint = _parts(title, text, _analyse_words)
+    return shingles, fingerprint
+
+
+def _parts(
+    title: str, text: str, analyser: Callable[[str], tuple[list[str], list[str], set[str]]]
+) -> tuple[list[str], list[str], set[str], frozenset[str], int]:
+    """Title terms, body terms (without a repeated title), names, shingles and fingerprint."""
+    t_words, title_terms, title_names = analyser(title or "")
     if (text or "") == (title or ""):
         # a headline-only item repeats its title as the body: the same analysis (read only below)
         b_words, body_terms, body_names = t_words, title_terms, title_names
     else:
-        b_words, body_terms, body_names = analyse(text or "")
+        b_words, body_terms, body_names = analyser(text or "")
     if t_words and b_words[: len(t_words)] == t_words:
         # drop the repeated title: its terms are the first len(title_terms) body terms
         body_terms = body_terms[len(title_terms) :]
         b_words = b_words[len(t_words) :]
-    shingles = frozenset(title_terms + body_terms)
     full = " ".join(t_words) + "\n" + " ".join(b_words)
-    return Features(
-        title_terms=tuple(title_terms),
-        body_terms=tuple(body_terms),
-        names=frozenset(title_names | body_names),
-        # a letters-only term has no digit: str.isalpha (in C) leaves few terms to the regex
-        numbers=frozenset(t for t in filterfalse(str.isalpha, shingles) if _DIGIT.search(t) is not None),
-        fingerprint=xxhash.xxh64_intdigest(full.encode("utf-8")),
-        shingles=shingles,
-    )
+    shingles = frozenset(title_terms + body_terms)
+    return title_terms, body_terms, title_names | body_names, shingles, xxhash.xxh64_intdigest(full.encode("utf-8"))
 
 
 def sketch_terms(f: Features) -> frozenset[str]:

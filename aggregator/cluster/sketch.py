@@ -446,19 +446,22 @@ class _BandIndex:
             self._index(slot, keys)
             self._indexed += 1
 
-    def insert_many(self, keys: list[Hashable], values: np.ndarray) -> None:
-        """Bulk insert: one sort of every band key, one new run (the keys labelled 0)."""
+    def insert_many(self, keys: list[Hashable], values: np.ndarray, labels: list[int] | None = None) -> None:
+        """Bulk insert: one sort of every band key, one new run (the keys labelled
+        ``labels``, one per key, or 0)."""
+        if labels is None:
+            labels = [0] * len(keys)
         last = {key: i for i, key in enumerate(keys)}  # a key given twice: the last one counts
         if len(last) != len(keys):
             rows = sorted(last.values())
-            keys, values = [keys[i] for i in rows], values[rows]
+            keys, values, labels = [keys[i] for i in rows], values[rows], [labels[i] for i in rows]
         if not keys:
             return
         band_keys = self.band_keys(values)
         for key in keys:
             self.remove(key)
         self._flush()
-        slots = np.fromiter(map(self._alloc, keys), dtype=np.int64, count=len(keys))
+        slots = np.fromiter(map(self._alloc, keys, labels), dtype=np.int64, count=len(keys))
         self._add_run(band_keys, slots)
 
     def relabel(self, key: Hashable, label: int) -> None:
@@ -873,18 +876,23 @@ class CandidateIndex:
             *(H(values[start:end]) for start, end in self._lsh.hashranges),
         ]
 
-    def insert_many(self, items: Iterable[tuple[Hashable, bytes | np.ndarray | Sketch]]) -> int:
+    def insert_many(
+        self, items: Iterable[tuple[Hashable, bytes | np.ndarray | Sketch]], labels: list[int] | None = None
+    ) -> int:
         """Index many keys at once: ``(key, signature)`` pairs, the signature as stored
-        (:meth:`Sketcher.to_bytes`), an array of hash values or a :class:`Sketch`.
+        (:meth:`Sketcher.to_bytes`), an array of hash values or a :class:`Sketch`, with
+        their ``labels`` (one per pair; see :meth:`insert`) or 0.
         In this process: one sort of every band key (a restart's bulk load); shared: the
         inserts go in pipelines of 1,000. Returns the number of pairs."""
         pairs = list(items)
         if not pairs:
             return 0
+        if labels is not None and len(labels) != len(pairs):
+            raise ValueError(f"{len(labels)} labels for {len(pairs)} keys")
         keys = [key for key, _ in pairs]
         values = _matrix((sig for _, sig in pairs), self.params.num_perm, self._dtype)
         if self._local is not None:
-            self._local.insert_many(keys, values)
+            self._local.insert_many(keys, values, labels)
             return len(pairs)
         self.flush()
         for at in range(0, len(pairs), 1000):
