@@ -81,7 +81,9 @@ def make_engine(settings: Settings) -> Any:
     from aggregator.ingest import ClusterEngine
 
     storage_config = index_storage_config(settings.index_url, settings.index_name)
-    return ClusterEngine(ClusterSettings.from_settings(settings), storage_config)
+    return ClusterEngine(
+        ClusterSettings.from_settings(settings), storage_config, rebuild_workers=settings.rebuild_workers
+    )
 
 
 def setup_logging(settings: Settings, stream: TextIO | None = None) -> None:

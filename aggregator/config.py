@@ -179,6 +179,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("lsh_seed", 1, int, "MinHash seed (stored with each signature)."),
     Option("lsh_scheme", "affine32", _scheme, "MinHash permutation scheme of datasketch 2.x (stored with each signature)."),
     Option("lsh_threshold", 0.1, _fraction, "Jaccard threshold of the LSH candidate index."),
+    Option("rebuild_workers", 1, _non_negative_int,
+           "Helper processes that share the per-article work (text features, embeddings) when the clustering "
+           "state is rebuilt from 20,000 stored articles or more (at start, or after another process's changes); "
+           "started for the rebuild and gone after it; the state itself is rebuilt in the daemon's process. "
+           "0: no helpers."),
     Option("index_url", None, _redis_url,
            "Redis URL (`redis://host:6379/0`) of the shared LSH index that several workers use; unset: the "
            "index lives in the process (the embedded default)."),
@@ -250,6 +255,7 @@ class Settings:
     lsh_seed: int = 1
     lsh_scheme: str = "affine32"
     lsh_threshold: float = 0.1
+    rebuild_workers: int = 1
     index_url: str | None = None
     index_name: str = "aggregator"
     feed_lease_seconds: int = 900

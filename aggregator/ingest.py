@@ -46,7 +46,7 @@ from datetime import datetime, timedelta, timezone
 from aggregator import fetch as fetch_module
 from aggregator import metrics, politeness
 from aggregator import parse as parse_module
-from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError
+from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError, RestoreItem, gc_paused
 from aggregator.config import Settings
 from aggregator.logs import event
 from aggregator.models import (
@@ -418,6 +418,10 @@ class ClusterEngine:
 
     settings: ClusterSettings
     storage_config: dict[str, object] | None = None
+    # helper processes sharing a large rebuild's per-article work: the daemon passes its
+    # rebuild_workers setting; 0 (in-process) by default for library use, since spawned helpers
+    # import the caller's __main__ (multiprocessing's rule: scripts need a __main__ guard)
+    rebuild_workers: int = 0
     clusterer: Clusterer = field(init=False)
     generation: int = field(default=-1, init=False)
     epoch: int = field(default=-1, init=False)  # see Storage.cluster_state
@@ -468,23 +472,17 @@ class ClusterEngine:
         of stories not in ``keep`` (older than ``cutoff``) restored ``transient``."""
         self.clusterer.close()
         self.clusterer = clusterer = Clusterer(self.settings, self.storage_config)
-        count = 0
-        with clusterer.bulk_restore():
+        with gc_paused():  # the rows read and the state made are many long-lived objects
+            items: list[RestoreItem] = []
             for row in storage.clustered_texts(since=since):
                 transient = keep is not None and row.story_id not in keep
                 if transient and (row.published is None or row.published >= cutoff):  # type: ignore[operator]
                     raise RestoreError(f"article {row.id} of story {row.story_id} is newer than planned")
-                self._restore(row, transient=transient)
-                count += 1
-                if on_progress is not None:
-                    on_progress(1)
-        clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
-        return count
-
-    def _restore(self, row: ClusteredText, *, transient: bool = False) -> None:
-        """Re-add one stored article; a signature made with other LSH parameters is recomputed."""
-        doc = Document(row.id, row.title, row.text, row.published, row.source, row.url)
-        self.clusterer.restore(doc, row.story_id, row.hashvalues, row.params, transient=transient)
+                items.append(_item(row, transient=transient))
+            with clusterer.bulk_restore():
+                clusterer.restore_many(items, workers=self.rebuild_workers, on_progress=on_progress)
+            clusterer.reconcile_index()  # a shared index: drop what expired, add what is missing
+        return len(items)
 
     def catch_up(self, storage: Storage, merged: bool) -> int:
         """Follow what other processes clustered since this engine's last pass,
@@ -498,11 +496,15 @@ class ClusterEngine:
                 by_survivor.setdefault(survivor, []).append(story_id)
             for survivor, others in sorted(by_survivor.items()):
                 self.clusterer.merge(survivor, sorted(others))
-        count = 0
-        for row in storage.clustered_texts(after_seq=self.seq):
-            self._restore(row)
-            count += 1
-        return count
+        items = [_item(row) for row in storage.clustered_texts(after_seq=self.seq)]
+        self.clusterer.restore_many(items, workers=self.rebuild_workers)
+        return len(items)
+
+
+def _item(row: ClusteredText, *, transient: bool = False) -> RestoreItem:
+    """A stored article to restore; a signature made with other LSH parameters is recomputed."""
+    doc = Document(row.id, row.title, row.text, row.published, row.source, row.url)
+    return RestoreItem(doc, row.story_id, row.hashvalues, row.params, transient)
 
 
 def cluster_pending(

@@ -21,6 +21,14 @@ per article).
 ``Clusterer`` (prepare + decide + add), every article also written to a SQLite database as
 the daemon stores it, and the daemon's restart path (``ClusterEngine.rebuild``) timed.
 
+``--mode restart`` (1M in ~10 minutes, most of it storing): what a restart of the whole
+engine costs at any size, without deciding every article first: the stream is stored as
+the daemon stores it (articles, signatures, each article in its gold story), and at each
+checkpoint a fresh ``ClusterEngine`` is rebuilt from the database and timed: two windows
+read, the older window's finished stories replayed for their IDF counts only
+(``transient``), features and embeddings recomputed with ``--rebuild-workers`` helper
+processes (the daemon's ``rebuild_workers``, default 1), the index built in bulk.
+
 At each checkpoint (``--sizes``, default 100k, 300k and 1M) it prints the articles in the
 stream and resident in the window, the RSS growth of the process per stream article and
 per resident article (target: <= 2 KB per article at 1M), the bytes the index itself
@@ -34,6 +42,8 @@ at 1M within 1.5x of 100k) and the restart time, database read + index build (ta
     python benchmarks/scale.py --fast              # CI: index mode at 5k and 15k, under a minute
     python benchmarks/scale.py --sizes 100000,1000000 --recycle 120000   # 1M at ~1/4 of the time
     python benchmarks/scale.py --mode clusterer --sizes 20000,100000   # the whole clusterer
+    python benchmarks/scale.py --mode restart --sizes 100000,1000000   # a whole-engine restart
+    python benchmarks/scale.py --mode restart --fast   # CI: 10k and 30k stored, ~20 s
 """
 
 from __future__ import annotations
@@ -57,7 +67,10 @@ from sqlalchemy import func, insert, select  # noqa: E402
 
 from aggregator import ingest  # noqa: E402
 from aggregator.cluster import Clusterer, ClusterSettings, Document  # noqa: E402
+from aggregator.config import Settings  # noqa: E402
 from aggregator.storage import open_storage  # noqa: E402
+
+REBUILD_WORKERS = Settings().rebuild_workers  # the daemon's default
 from aggregator.storage.facade import articles, index_for_search, signatures, stories  # noqa: E402
 
 MAX_BYTES_PER_ARTICLE = 2048
@@ -231,7 +244,7 @@ class Writer:
         self.rows, self.sigs, self.stories = [], [], []
 
 
-def restart(writer: Writer, settings: ClusterSettings) -> dict[str, float]:
+def restart(writer: Writer, settings: ClusterSettings, workers: int = REBUILD_WORKERS) -> dict[str, float]:
     """The daemon's restart: a fresh engine rebuilt from the stored articles and signatures
     (``ClusterEngine.rebuild``), timed; and, before it, one read of what it reads, timed on
     its own and counting the articles the rebuild restores ``transient`` (older-window
@@ -244,7 +257,7 @@ def restart(writer: Writer, settings: ClusterSettings) -> dict[str, float]:
     keep = storage.window_stories(since, storage.latest_published(dated_since=since) - window - timedelta(seconds=1))
     transient = sum(1 for row in storage.clustered_texts(since=since) if row.story_id not in keep)
     read_s = time.perf_counter() - started
-    engine = ingest.ClusterEngine(settings)
+    engine = ingest.ClusterEngine(settings, rebuild_workers=workers)
     started = time.perf_counter()
     cpu = time.process_time()
     count = engine.rebuild(storage)
@@ -256,6 +269,7 @@ def restart(writer: Writer, settings: ClusterSettings) -> dict[str, float]:
         "rebuild_cpu_s": time.process_time() - cpu,
         "db_read_s": read_s,
         "resident_after": len(engine.clusterer),
+        "workers": workers,
     }
 
 
@@ -276,7 +290,8 @@ def restart_mode(args: argparse.Namespace, sizes: list[int]) -> list[dict[str, o
     writer = Writer(Path(tmp.name) / "scale.db")
     print(
         f"restart mode: {total:,} {args.length} articles at {args.rate:,.0f}/h over {days:.1f} days stored; "
-        f"the rebuild reads two {settings.window_hours:.0f} h windows (up to {args.rate * settings.window_hours * 2:,.0f}); "
+        f"the rebuild reads two {settings.window_hours:.0f} h windows (up to {args.rate * settings.window_hours * 2:,.0f}) "
+        f"with {args.rebuild_workers} helper process(es); "
         f"load {load()}",
         file=sys.stderr,
     )
@@ -293,7 +308,7 @@ def restart_mode(args: argparse.Namespace, sizes: list[int]) -> list[dict[str, o
         n = item.index + 1
         if n in sizes:
             row: dict[str, object] = {"articles": n, "stored_s": round(time.perf_counter() - started, 1)}
-            row.update(restart(writer, settings))
+            row.update(restart(writer, settings, args.rebuild_workers))
             row["load"] = load()
             results.append(row)
             print(json.dumps(row), file=sys.stderr)
@@ -555,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
         help="index mode: prepare only the first N articles (N > the window, e.g. 120000) and give the "
         "later ones those sketches again, in order, with their own ids and times: the index sees "
         "the same window and churn at ~1/8 of the CPU (features and MinHash are most of it)",
+    )
+    parser.add_argument(
+        "--rebuild-workers", type=int, default=REBUILD_WORKERS,
+        help=f"helper processes of the rebuild (the rebuild_workers setting; default {REBUILD_WORKERS}, the daemon's)",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")

@@ -5,16 +5,20 @@ in full, and a full restore again whenever the plan does not hold."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import random
+import time
 from datetime import datetime, timedelta
 
 import pytest
 
-from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError
+from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError, RestoreItem, gc_paused
+from aggregator.cluster import clusterer as clusterer_module
+from aggregator.cluster import parallel
 from aggregator.cluster.features import extract, extract_terms
-from aggregator.ingest import ClusterEngine, cluster_pending
+from aggregator.ingest import ClusterEngine, _item, cluster_pending
 from aggregator.models import ParsedEntry
 from aggregator.storage import Storage
 from tests.conftest import NOW, SHARED
@@ -105,9 +109,9 @@ def test_rebuild_restores_finished_stories_transient_and_ends_in_the_full_state(
     transient = []
     original = Clusterer._add_transient
 
-    def counting(self: Clusterer, doc: Document, story_id: int) -> None:
+    def counting(self: Clusterer, doc: Document, story_id: int, *terms: object) -> None:
         transient.append(doc.id)
-        original(self, doc, story_id)
+        original(self, doc, story_id, *terms)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Clusterer, "_add_transient", counting)
     engine = ClusterEngine(ClusterSettings())
@@ -144,6 +148,81 @@ def test_the_rebuilt_engine_decides_as_the_fully_restored_one(stored: Storage) -
                 e.clusterer.merge(sid, decision.merge)
             e.clusterer.add(prepared, sid)
     assert engine.clusterer.snapshot() == reference.clusterer.snapshot()
+
+
+def _planned_items(storage: Storage) -> list[RestoreItem]:
+    """What a rebuild restores, in order, as planned (the older window's finished stories transient)."""
+    latest = storage.latest_published()
+    assert latest is not None
+    since = latest - 2 * WINDOW
+    newest = storage.latest_published(dated_since=since)
+    assert newest is not None
+    cutoff = newest - WINDOW - timedelta(seconds=1)
+    keep = storage.window_stories(since, cutoff)
+    return [_item(row, transient=row.story_id not in keep) for row in storage.clustered_texts(since=since)]
+
+
+def test_a_restore_shared_with_a_helper_process_ends_in_the_same_state(
+    stored: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-article work computed in a spawned helper (and here, where it is quicker
+    to), the state changed here in order: the same state, index included."""
+    items = _planned_items(stored)
+    assert any(it.transient for it in items) and all(it.signature is not None for it in items)
+    # one article with a signature of other parameters: its sketch is recomputed (in a helper or here)
+    items[-1] = items[-1]._replace(params="affine32:99:128")
+    monkeypatch.setattr(clusterer_module, "_RESTORE_CHUNK", 9)  # many chunks from a small stream
+    calls, received = [], []
+    original, receive = parallel.ordered_map, parallel._Helpers._receive
+
+    def spy(func, chunks, workers):  # type: ignore[no-untyped-def]
+        calls.append((len(chunks), workers))
+        results = original(func, chunks, workers)
+        first = next(results)  # the helper is started, and this process computed the first chunk
+        if workers:
+            time.sleep(2)  # leave the rest to the helper for a while
+        yield first
+        yield from results
+
+    def counted(self, *, block):  # type: ignore[no-untyped-def]
+        got = receive(self, block=block)
+        received.append(got)
+        return got
+
+    monkeypatch.setattr(parallel, "ordered_map", spy)
+    monkeypatch.setattr(parallel._Helpers, "_receive", counted)
+    shared, alone = Clusterer(ClusterSettings()), Clusterer(ClusterSettings())
+    paused = []
+    with shared.bulk_restore():
+        shared.restore_many(
+            items, workers=1, min_parallel=10, on_progress=lambda n: paused.append(not gc.isenabled())
+        )
+    with alone.bulk_restore():
+        for it in items:
+            alone.restore(it.doc, it.story_id, it.signature, it.params, transient=it.transient)
+    assert calls[0] == (-(-len(items) // 9), 1) and calls[1:] == [(1, 0)] * len(items)
+    assert received.count(True) > 10  # chunks computed by the helper
+    assert shared.snapshot() == alone.snapshot()
+    for article in alone._articles.values():
+        assert sorted(shared._index.query(article.sketch)) == sorted(alone._index.query(article.sketch))
+    # the cyclic collector was off for the large restore only, and is back on after it
+    assert paused == [True] * len(items) and gc.isenabled()
+
+
+def test_the_collector_pause_nests_and_keeps_a_disabled_collector_disabled() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_wrong_plan_falls_back_to_the_full_restore(stored: Storage, monkeypatch: pytest.MonkeyPatch) -> None:

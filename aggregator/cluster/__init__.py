@@ -96,14 +96,23 @@ from typing import TYPE_CHECKING, Any
 from .settings import ClusterSettings, Decision, Document
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .clusterer import Clusterer, Prepared, RestoreError
+    from .clusterer import Clusterer, Prepared, RestoreError, RestoreItem, gc_paused
 
-__all__ = ["ClusterSettings", "Clusterer", "Decision", "Document", "Prepared", "RestoreError"]
+__all__ = [
+    "ClusterSettings",
+    "Clusterer",
+    "Decision",
+    "Document",
+    "Prepared",
+    "RestoreError",
+    "RestoreItem",
+    "gc_paused",
+]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the settings, metrics or features loads no datasketch/numpy.
-    if name in {"Clusterer", "Prepared", "RestoreError"}:
+    if name in {"Clusterer", "Prepared", "RestoreError", "RestoreItem", "gc_paused"}:
         from . import clusterer
 
         return getattr(clusterer, name)

@@ -239,9 +239,13 @@ class Sketcher:
     def to_bytes(self, sketch: Sketch) -> bytes:
         return np.asarray(sketch.values, dtype=self._dtype).tobytes()
 
+    def fits(self, data: bytes) -> bool:
+        """``data`` has the size of a sketch stored with these params."""
+        return len(data) == self.params.num_perm * self._dtype.itemsize
+
     def from_bytes(self, data: bytes) -> Sketch | None:
         """The sketch stored as ``data``, or None when its size does not fit these params."""
-        if len(data) != self.params.num_perm * self._dtype.itemsize:
+        if not self.fits(data):
             return None
         values = np.frombuffer(data, dtype=self._dtype).astype(self._template.hashvalues.dtype)
         return Sketch(values=values, template=self._template)
