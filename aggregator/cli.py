@@ -609,6 +609,8 @@ def serve(
             fresh = fresh.replace(**{name: getattr(settings, name) for name in ignored})
         settings = fresh
         setup_logging(settings)
+        if engine is not None:
+            engine.rebuild_workers = settings.rebuild_workers  # read at the next rebuild
         if daemon is not None and hub is not None:
             daemon.reconfigure(settings)
             hub.settings = settings

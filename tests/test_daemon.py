@@ -183,7 +183,7 @@ def test_sighup_reloads_settings_without_dropping_the_server(tmp_path: Path) -> 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200)
-        config_file.write_text('log_format = "json"\ntick_seconds = 2\nweb_threads = 3\n')
+        config_file.write_text('log_format = "json"\ntick_seconds = 2\nweb_threads = 3\nrebuild_workers = 0\n')
         proc.send_signal(signal.SIGHUP)
         time.sleep(3)
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200  # same server, same port

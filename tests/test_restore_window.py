@@ -14,9 +14,16 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from aggregator.cluster import Clusterer, ClusterSettings, Document, RestoreError, RestoreItem, gc_paused
+from aggregator.cluster import (
+    Clusterer,
+    ClusterSettings,
+    Document,
+    RestoreError,
+    RestoreItem,
+    gc_paused,
+    parallel,
+)
 from aggregator.cluster import clusterer as clusterer_module
-from aggregator.cluster import parallel
 from aggregator.cluster.features import extract, extract_terms
 from aggregator.ingest import ClusterEngine, _item, cluster_pending
 from aggregator.models import ParsedEntry

@@ -36,6 +36,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _POLL = 0.2  # seconds between liveness checks while waiting for a helper's result
+_AHEAD = 4  # results each helper may have waiting for the consumer
 
 
 def ordered_map(func: Callable[[T], R], chunks: Sequence[T], workers: int) -> Iterator[R]:
@@ -90,7 +91,9 @@ class _Helpers:
         try:
             self.claimed = ctx.Array("b", len(chunks))
             self.tasks = ctx.Queue()
-            self.out = ctx.Queue()
+            # bounded: a helper runs at most a few chunks ahead of the consumer (its results wait
+            # in its memory otherwise); the consumer drains it whenever it waits, so it cannot lock up
+            self.out = ctx.Queue(_AHEAD * workers)
             for _ in range(workers):
                 proc = ctx.Process(
                     target=_helper,
