@@ -183,8 +183,7 @@ OPTIONS: tuple[Option, ...] = (
            "Helper processes that share the per-article work (text features, embeddings) when the clustering "
            "state is rebuilt from 20,000 stored articles or more (at start, or after another process's changes); "
            "started for the rebuild and gone after it (~250 MB each meanwhile); the state itself is rebuilt in the "
-           "daemon's process. "
-           "0: no helpers."),
+           "daemon's process. 0: no helpers."),
     Option("index_url", None, _redis_url,
            "Redis URL (`redis://host:6379/0`) of the shared LSH index that several workers use; unset: the "
            "index lives in the process (the embedded default)."),

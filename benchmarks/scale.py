@@ -69,10 +69,9 @@ from aggregator import ingest  # noqa: E402
 from aggregator.cluster import Clusterer, ClusterSettings, Document  # noqa: E402
 from aggregator.config import Settings  # noqa: E402
 from aggregator.storage import open_storage  # noqa: E402
-
-REBUILD_WORKERS = Settings().rebuild_workers  # the daemon's default
 from aggregator.storage.facade import articles, index_for_search, signatures, stories  # noqa: E402
 
+REBUILD_WORKERS = Settings().rebuild_workers  # the daemon's default
 MAX_BYTES_PER_ARTICLE = 2048
 MAX_COST_GROWTH = 1.5
 MAX_RESTART_S = 20.0

@@ -746,12 +746,9 @@ class Clusterer:
         s = self.settings
         spec = _RestoreSpec(s.title_weight, s.name_weight, s.semantic, self._params)
         current = s.signature_params()
-        kinds = [_TRANSIENT if it.transient else _UNSIGNED for it in items]
-        for i, it in enumerate(items):
-            usable = it.params is None or it.params == current
-            if not it.transient and it.signature is not None and usable and self._sketcher.fits(it.signature):
-                kinds[i] = _SIGNED
+        kinds = [self._restore_kind(it, current) for it in items]
         size = _RESTORE_CHUNK
+        starts = range(0, len(items), size)
         chunks = [
             (
                 spec,
@@ -760,37 +757,32 @@ class Clusterer:
                     for it, k in zip(items[i : i + size], kinds[i : i + size], strict=True)
                 ],
             )
-            for i in range(0, len(items), size)
+            for i in starts
         ]
+        index = not (self._index.shared or self._bulk)
         large = len(items) >= min_parallel
         with gc_paused() if large else contextlib.nullcontext():
-            self._restore_chunks(items, kinds, chunks, workers if large else 0, on_progress)
+            parts = parallel.ordered_map(_restore_parts, chunks, workers if large else 0)
+            for i, (done, vecs) in zip(starts, parts, strict=True):
+                for it, kind, part in zip(items[i : i + size], kinds[i : i + size], done, strict=True):
+                    if kind == _TRANSIENT:
+                        self._add_transient(it.doc, it.story_id, *part)
+                    else:
+                        f, raw, row, blob = part
+                        emb = vecs[row] if row >= 0 else None  # a view: the chunk's array is read only
+                        sketch = self._sketcher.from_bytes(it.signature if kind == _SIGNED else blob)
+                        t = it.doc.published.timestamp() if it.doc.published is not None else None
+                        self.add(Prepared(it.doc, f, sketch, t, raw, emb), it.story_id, index=index)
+                    if on_progress is not None:
+                        on_progress(1)
 
-    def _restore_chunks(
-        self,
-        items: Sequence[RestoreItem],
-        kinds: list[int],
-        chunks: list[Any],
-        workers: int,
-        on_progress: Callable[[int], None] | None,
-    ) -> None:
-        size = _RESTORE_CHUNK
-        index = not (self._index.shared or self._bulk)
-        parts = parallel.ordered_map(_restore_parts, chunks, workers)
-        for start, (done, vecs) in zip(range(0, len(items), size), parts, strict=True):
-            for it, kind, part in zip(
-                items[start : start + size], kinds[start : start + size], done, strict=True
-            ):
-                if kind == _TRANSIENT:
-                    self._add_transient(it.doc, it.story_id, *part)
-                else:
-                    f, raw, row, blob = part
-                    emb = vecs[row] if row >= 0 else None  # a view: the chunk's array is read only
-                    sketch = self._sketcher.from_bytes(it.signature if kind == _SIGNED else blob)
-                    t = it.doc.published.timestamp() if it.doc.published is not None else None
-                    self.add(Prepared(it.doc, f, sketch, t, raw, emb), it.story_id, index=index)
-                if on_progress is not None:
-                    on_progress(1)
+    def _restore_kind(self, it: RestoreItem, current: str) -> int:
+        """What restoring ``it`` needs computed: its terms only (transient), everything but
+        the sketch (its stored signature fits this configuration), or everything."""
+        if it.transient:
+            return _TRANSIENT
+        usable = it.signature is not None and (it.params is None or it.params == current)
+        return _SIGNED if usable and self._sketcher.fits(it.signature) else _UNSIGNED  # type: ignore[arg-type]
 
     @contextlib.contextmanager
     def bulk_restore(self) -> Iterator[None]:
